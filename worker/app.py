@@ -1,0 +1,330 @@
+"""One host instance: consume the host queue, run each port's pipeline off the loop, settle each message once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from worker import broker
+from worker.broker import Inbound, Outbound, Session
+from worker.config import Config
+from worker.errors import MessageError, SendpipeError, TransientError
+from worker.message import DEFAULT_CONTENT_TYPE, Message
+from worker.settings import BrokerSettings, InstanceSettings
+from worker.stages import Pipeline
+from worker.stages.registry import build_pipeline
+from worker.stats import Stats
+from worker.store import CertificateStore
+
+# Headers we own on the way out, and the input's bookkeeping that must not leak into a delivery.
+_RETRY_HEADERS = {"sendpipe-attempts", "sendpipe-last-error-code"}
+_OURS = {
+    "sendpipe-send-port",
+    "sendpipe-host",
+    "sendpipe-host-instance",
+    "sendpipe-service-account",
+    "sendpipe-signer-thumbprint",
+    "sendpipe-recipient-thumbprint",
+    "sendpipe-pipeline",
+    "sendpipe-error-code",
+    "sendpipe-error",
+    "sendpipe-failed-stage",
+    "sendpipe-suspended-at",
+}
+
+
+# Failures after which a message cannot be settled on this channel: leave it to redelivery.
+_UNSETTLED: tuple[type[BaseException], ...] = (*broker.CONNECTION_ERRORS, TransientError)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The config and store in force, with the pipelines built from them; replaced whole on reload."""
+
+    config: Config
+    store: CertificateStore
+    pipelines: dict[str, Pipeline]
+
+    @classmethod
+    def build(cls, config: Config, store: CertificateStore, host: str) -> Runtime:
+        return cls(config, store, {name: build_pipeline(config, name, store) for name in config.ports_of(host)})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    event: str  # message.delivered / message.retry_scheduled / message.suspended
+    error: SendpipeError | None = None
+    result: Message | None = None
+
+
+class HostInstance:
+    """Consumes ``sendpipe.host.<host>`` and publishes to delivery, retry or suspended."""
+
+    def __init__(self, inst: InstanceSettings, brk: BrokerSettings, runtime: Runtime, host: str) -> None:
+        self.inst = inst
+        self.brk = brk
+        self.runtime = runtime
+        self.host = host
+        self.account = runtime.store.account
+        self.prefetch = brk.prefetch_count or inst.threads * 8
+        self.stats = Stats()
+        self.log = structlog.get_logger("sendpipe").bind(
+            host=host, host_instance=inst.host_instance, service_account=self.account
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self.consuming = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; reconnect with backoff and jitter whenever the connection drops."""
+        self._pool = ThreadPoolExecutor(self.inst.threads, thread_name_prefix="pipeline")
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    session = await broker.connect(self.brk, name=self.inst.host_instance, prefetch_count=self.prefetch)
+                except TransientError as exc:
+                    failures += 1
+                    delay = min(self.brk.reconnect_max_s, self.brk.reconnect_initial_s * 2**failures)
+                    delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+                    self.log.warning("broker.unavailable", error_code=exc.code, retry_in_s=round(delay, 2))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                failures = 0
+                await self._serve(session, stop)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self, session: Session, stop: asyncio.Event) -> None:
+        ports = self.runtime.config.ports_of(self.host)
+        try:
+            await session.declare(self.host, sorted(ports), [p.retry_interval_s for p in ports.values()])
+            await session.consume(broker.host_queue(self.host), lambda m: self._spawn(session, m))
+            self.consuming.set()
+            self.log.info("consumer.started", queue=broker.host_queue(self.host), prefetch_count=self.prefetch)
+            stopping = asyncio.create_task(stop.wait())
+            waiters: list[asyncio.Future[Any]] = [stopping, session.closed]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set() and not session.closed.done():
+                await self._drain(session)
+                return
+            self.log.warning("broker.connection_lost", in_flight=len(self._tasks))
+        except _UNSETTLED as exc:
+            self.log.warning("broker.session_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        finally:
+            self.consuming.clear()
+            # Deliveries of a dead channel are redelivered by the broker: abandon their tasks.
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(*broker.CONNECTION_ERRORS):
+                await session.close()
+
+    async def _drain(self, session: Session) -> None:
+        """SIGTERM: stop taking messages, let in-flight ones finish (bounded), requeue the rest."""
+        with contextlib.suppress(*broker.CONNECTION_ERRORS):
+            await session.cancel()
+        in_flight = len(self._tasks)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.inst.drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        self.log.info("consumer.drained", in_flight=in_flight, stats=self.stats.totals())
+
+    async def _spawn(self, session: Session, inbound: Inbound) -> None:
+        # Return to aio-pika at once so deliveries overlap; prefetch bounds how many run together.
+        task = asyncio.create_task(self._handle(session, inbound))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def _handle(self, session: Session, inbound: Inbound) -> None:
+        started = time.perf_counter()
+        message_id = inbound.message_id or f"sendpipe-{uuid.uuid4()}"
+        port = self._port_of(inbound)
+        attempt = self._prior_attempts(inbound) + 1
+        log = self.log.bind(message_id=message_id, send_port=port, attempt=attempt)
+        if inbound.message_id is None:
+            log.info("message.id_assigned")
+        self.stats.started()
+        try:
+            outcome = await self._process(session, inbound, message_id, port)
+            outcome = await self._settle(session, inbound, outcome, port, attempt)
+        except asyncio.CancelledError:
+            self.stats.finished(None, 0.0)
+            with contextlib.suppress(*broker.CONNECTION_ERRORS):
+                await asyncio.shield(inbound.requeue())
+            raise
+        except _UNSETTLED as exc:
+            # Could not settle (connection gone, or the suspend/retry publish failed): leave the
+            # message unacked; the broker redelivers it when the channel closes.
+            self.stats.finished(None, 0.0)
+            log.warning("message.unsettled", error=type(exc).__name__, detail=str(exc)[:200])
+            await self._requeue_later(inbound)
+            return
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.stats.finished(outcome.event, duration_ms)
+        err = outcome.error
+        fields: dict[str, Any] = {"size_in": len(inbound.body), "duration_ms": round(duration_ms, 2)}
+        if outcome.result is not None:
+            fields.update(
+                size_out=len(outcome.result.body),
+                signer_thumbprint=outcome.result.signer_thumbprint,
+                recipient_thumbprint=outcome.result.recipient_thumbprint,
+            )
+        if err is not None:
+            fields.update(error_code=err.code, error=err.message[:500], failed_stage=err.stage)
+        (log.info if err is None else log.warning)(outcome.event, **fields)
+
+    async def _process(self, session: Session, inbound: Inbound, message_id: str, port: str) -> Outcome:
+        runtime = self.runtime  # one snapshot for the whole message, even if a reload swaps it
+        try:
+            if len(inbound.body) > self.inst.max_message_bytes:
+                raise MessageError(
+                    f"message of {len(inbound.body)} bytes exceeds SENDPIPE_MAX_MESSAGE_BYTES "
+                    f"({self.inst.max_message_bytes})",
+                    code="message-too-large",
+                    stage="receive",
+                )
+            pipeline = runtime.pipelines.get(port)
+            if pipeline is None:
+                raise MessageError(
+                    f"send port {port!r} is not configured for host {self.host!r}",
+                    code="unknown-send-port",
+                    stage="receive",
+                )
+            message = Message(
+                body=inbound.body,
+                message_id=message_id,
+                send_port=port,
+                content_type=inbound.content_type or DEFAULT_CONTENT_TYPE,
+                correlation_id=inbound.correlation_id,
+                headers=inbound.headers,
+            )
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, pipeline.run, message)
+            delivery_key = runtime.config.send_ports[port].delivery_key
+            await session.publish(broker.DELIVERY, self._delivery(result, pipeline, delivery_key, inbound))
+            return Outcome("message.delivered", result=result)
+        except SendpipeError as exc:
+            if type(exc) is TransientError:
+                raise  # the channel itself is gone: nothing to settle on, the broker redelivers
+            return Outcome("message.failed", error=exc)
+        except broker.CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # a bug must suspend one message, not kill the instance
+            self.log.exception("message.internal_error", message_id=message_id)
+            return Outcome(
+                "message.failed", error=SendpipeError(f"internal error: {type(exc).__name__}", stage="encode")
+            )
+
+    async def _settle(self, session: Session, inbound: Inbound, outcome: Outcome, port: str, attempt: int) -> Outcome:
+        """The one place a message is acked: after its delivery, retry or suspension is confirmed."""
+        err = outcome.error
+        if err is not None:
+            send_port = self.runtime.config.send_ports.get(port)
+            retries = send_port.retry_count if send_port is not None else 0
+            if err.transient and attempt <= retries and send_port is not None:
+                headers = {
+                    **inbound.headers,
+                    "sendpipe-attempts": attempt,
+                    "sendpipe-send-port": port,
+                    "sendpipe-last-error-code": err.code,
+                }
+                queue = broker.retry_queue(self.host, send_port.retry_interval_s)
+                await session.publish("", Outbound(inbound.body, queue, headers=headers), original=inbound)
+                outcome = Outcome("message.retry_scheduled", error=err)
+            else:
+                if err.transient:
+                    err = SendpipeError(
+                        f"gave up after {attempt} attempts; last error: {err.message}",
+                        code="retries-exhausted",
+                        stage=err.stage,
+                    )
+                await session.publish(broker.SUSPENDED, self._suspended(inbound, err, port, attempt), original=inbound)
+                outcome = Outcome("message.suspended", error=err)
+        await inbound.ack()
+        return outcome
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _delivery(self, result: Message, pipeline: Pipeline, delivery_key: str, inbound: Inbound) -> Outbound:
+        headers = {
+            k: v
+            for k, v in inbound.headers.items()
+            if not k.startswith("x-") and k not in _RETRY_HEADERS and k not in _OURS
+        }
+        headers.update(
+            {
+                "sendpipe-send-port": result.send_port,
+                "sendpipe-host": self.host,
+                "sendpipe-host-instance": self.inst.host_instance,
+                "sendpipe-service-account": self.account,
+                "sendpipe-pipeline": pipeline.name,
+            }
+        )
+        if result.signer_thumbprint:
+            headers["sendpipe-signer-thumbprint"] = result.signer_thumbprint
+        if result.recipient_thumbprint:
+            headers["sendpipe-recipient-thumbprint"] = result.recipient_thumbprint
+        return Outbound(
+            result.body,
+            delivery_key,
+            message_id=result.message_id,
+            correlation_id=result.correlation_id,
+            content_type=result.entity_content_type,
+            headers=headers,
+        )
+
+    def _suspended(self, inbound: Inbound, err: SendpipeError, port: str, attempt: int) -> Outbound:
+        headers = {k: v for k, v in inbound.headers.items() if k not in _RETRY_HEADERS}
+        headers.update(
+            {
+                "sendpipe-error-code": err.code,
+                "sendpipe-error": err.message[:1000],
+                "sendpipe-failed-stage": err.stage or "unknown",
+                "sendpipe-send-port": port,
+                "sendpipe-host-instance": self.inst.host_instance,
+                "sendpipe-attempts": attempt,
+                "sendpipe-suspended-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            }
+        )
+        return Outbound(inbound.body, self.host, headers=headers)
+
+    @staticmethod
+    def _port_of(inbound: Inbound) -> str:
+        # From producers the routing key names the port; a retry comes back through the default
+        # exchange and carries the port in a header we set ourselves.
+        if inbound.exchange == broker.OUTBOUND:
+            return inbound.routing_key
+        value = inbound.headers.get("sendpipe-send-port")
+        return value.decode() if isinstance(value, bytes) else str(value or inbound.routing_key)
+
+    @staticmethod
+    def _prior_attempts(inbound: Inbound) -> int:
+        if inbound.exchange == broker.OUTBOUND:
+            return 0  # a producer cannot pre-spend our retries
+        value = inbound.headers.get("sendpipe-attempts")
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    async def _requeue_later(self, inbound: Inbound) -> None:
+        # A pause before requeueing, so an unsettleable message does not spin; the quorum queue's
+        # delivery limit finally dead-letters it to the suspended queue.
+        await asyncio.sleep(1.0)
+        with contextlib.suppress(*broker.CONNECTION_ERRORS):
+            await inbound.requeue()

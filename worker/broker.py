@@ -1,0 +1,292 @@
+"""The one seam to RabbitMQ: topology, consuming, confirmed publishing. Only this module imports aio_pika."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    DeliveryMode,
+)
+
+from worker.errors import DeliveryFailed, TransientError
+from worker.settings import BrokerSettings
+
+OUTBOUND = "sendpipe.outbound"
+DELIVERY = "sendpipe.delivery"
+SUSPENDED = "sendpipe.suspended"
+# A quorum queue counts deliveries; a message that keeps killing its consumer (crash, OOM) is
+# dead-lettered to the suspended queue after this many tries instead of looping forever.
+DELIVERY_LIMIT = 20
+# The broker-side errors a reconnect can cure (connection refused/reset, channel closed, timeouts).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPException,
+)
+
+
+def host_queue(host: str) -> str:
+    return f"sendpipe.host.{host}"
+
+
+def suspended_queue(host: str) -> str:
+    return f"sendpipe.suspended.{host}"
+
+
+def retry_queue(host: str, interval_s: float) -> str:
+    return f"sendpipe.retry.{host}.{round(interval_s * 1000)}ms"
+
+
+def _quorum(**extra: Any) -> dict[str, Any]:
+    # At-least-once dead lettering (RabbitMQ 3.10+) needs reject-publish overflow: a dead-lettered
+    # message is only dropped from the source once the target confirmed it.
+    return {"x-queue-type": "quorum", "x-overflow": "reject-publish", **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message as consumed, with what the app needs and nothing of aio-pika's types."""
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    message_id: str | None
+    correlation_id: str | None
+    content_type: str | None
+    headers: Mapping[str, Any]
+    redelivered: bool
+    _raw: AbstractIncomingMessage = field(repr=False)
+
+    async def ack(self) -> None:
+        await self._raw.ack()
+
+    async def requeue(self) -> None:
+        await self._raw.nack(requeue=True)
+
+
+Handler = Callable[[Inbound], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message to publish: body, routing and the AMQP properties we set."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """One connection: a consuming channel with a bounded prefetch, a confirming publishing channel."""
+
+    def __init__(self, settings: BrokerSettings, conn: AbstractConnection) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        conn.close_callbacks.add(self._on_close)
+        self._consume: AbstractChannel | None = None
+        self._publish: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+
+    def _on_close(self, _: object, exc: BaseException | None = None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    async def open(self, prefetch_count: int) -> None:
+        # Separate channels: a slow consumer never stalls confirms, and a channel error on publish
+        # (e.g. a missing exchange) does not take the consumer down with it.
+        self._publish = await self.conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._consume = await self.conn.channel(publisher_confirms=False)
+        await self._consume.set_qos(prefetch_count=prefetch_count)
+
+    async def declare(self, host: str, port_names: Sequence[str], retry_intervals_s: Sequence[float]) -> None:
+        """SPEC topology for one host, idempotent; all durable, queues quorum."""
+        ch = self._channel(self._publish)
+        outbound = await ch.declare_exchange(OUTBOUND, aio_pika.ExchangeType.DIRECT, durable=True)
+        await ch.declare_exchange(DELIVERY, aio_pika.ExchangeType.TOPIC, durable=True)
+        suspended = await ch.declare_exchange(SUSPENDED, aio_pika.ExchangeType.DIRECT, durable=True)
+        susp_q = await ch.declare_queue(suspended_queue(host), durable=True, arguments=_quorum())
+        await susp_q.bind(suspended, routing_key=host)
+        queue = await ch.declare_queue(
+            host_queue(host),
+            durable=True,
+            arguments=_quorum(
+                **{
+                    "x-delivery-limit": DELIVERY_LIMIT,
+                    "x-dead-letter-exchange": SUSPENDED,
+                    "x-dead-letter-routing-key": host,
+                    "x-dead-letter-strategy": "at-least-once",
+                }
+            ),
+        )
+        for name in port_names:
+            await queue.bind(outbound, routing_key=name)
+        for interval in sorted(set(retry_intervals_s)):
+            # The retry is held by the broker (survives restarts): a TTL queue that dead-letters
+            # back into the host queue when the interval has passed.
+            await ch.declare_queue(
+                retry_queue(host, interval),
+                durable=True,
+                arguments=_quorum(
+                    **{
+                        "x-message-ttl": round(interval * 1000),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": host_queue(host),
+                        "x-dead-letter-strategy": "at-least-once",
+                    }
+                ),
+            )
+
+    async def consume(self, queue_name: str, handler: Handler) -> None:
+        ch = self._channel(self._consume)
+        self._queue = await ch.get_queue(queue_name, ensure=True)
+
+        async def on_message(raw: AbstractIncomingMessage) -> None:
+            await handler(_inbound(raw))
+
+        self._tag = await self._queue.consume(on_message, no_ack=False)
+
+    async def cancel(self) -> None:
+        """Stop receiving new deliveries; unacked ones stay ours until acked or the channel closes."""
+        if self._queue is not None and self._tag is not None and not self.closed.done():
+            await self._queue.cancel(self._tag)
+            self._tag = None
+
+    async def publish(
+        self, exchange: str, message: Outbound, *, original: Inbound | None = None, stage: str = "deliver"
+    ) -> None:
+        """Publish persistent and mandatory; return only once the broker confirmed it.
+
+        Raises DeliveryFailed when the broker nacks, returns it unroutable, or does not confirm in
+        ``publish_timeout_s`` — the caller must then not ack the input.
+        """
+        ch = self._channel(self._publish)
+        target = self._exchanges.get(exchange)
+        if target is None:
+            target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
+            self._exchanges[exchange] = target
+        props = _properties_of(original) if original is not None else {}
+        props.update(
+            headers=dict(message.headers),
+            delivery_mode=DeliveryMode.PERSISTENT,
+        )
+        for name in ("message_id", "correlation_id", "content_type"):
+            value = getattr(message, name)
+            if value is not None:
+                props[name] = value
+        props.setdefault("timestamp", dt.datetime.now(dt.UTC))
+        try:
+            await target.publish(
+                aio_pika.Message(message.body, **props),
+                routing_key=message.routing_key,
+                mandatory=True,
+                timeout=self.settings.publish_timeout_s,
+            )
+        except aio_pika.exceptions.PublishError as exc:
+            raise DeliveryFailed(
+                f"{exchange or '(default)'} returned the message as unroutable (routing key "
+                f"{message.routing_key!r}): no queue is bound for it",
+                code="delivery-unroutable",
+                stage=stage,
+            ) from exc
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise DeliveryFailed(f"the broker refused the message on {exchange!r} (nack)", stage=stage) from exc
+        except TimeoutError as exc:
+            raise DeliveryFailed(
+                f"no publisher confirm from {exchange!r} within {self.settings.publish_timeout_s}s",
+                code="publish-timeout",
+                stage=stage,
+            ) from exc
+
+    async def get(self, queue_name: str) -> Inbound | None:
+        """One message from a queue without a consumer (operator tools); unacked until settled."""
+        queue = await self._channel(self._consume).get_queue(queue_name, ensure=True)
+        raw = await queue.get(no_ack=False, fail=False)
+        return None if raw is None else _inbound(raw)
+
+    async def close(self) -> None:
+        if not self.conn.is_closed:
+            await self.conn.close()
+
+    @staticmethod
+    def _channel(ch: AbstractChannel | None) -> AbstractChannel:
+        if ch is None or ch.is_closed:
+            raise TransientError("broker channel is not open", code="broker-unavailable")
+        return ch
+
+
+async def connect(settings: BrokerSettings, *, name: str, prefetch_count: int = 1) -> Session:
+    """Open a Session (plain connection: reconnects are the caller's loop, so consumers are always
+    re-established explicitly — aio-pika's robust connection has lost them in the past)."""
+    url = settings.amqp_url.get_secret_value()
+    context = None
+    if url.startswith("amqps://"):
+        context = ssl.create_default_context(cafile=str(settings.amqp_ca_file) if settings.amqp_ca_file else None)
+    try:
+        conn = await aio_pika.connect(
+            url,
+            ssl_context=context,
+            timeout=10,
+            client_properties={"connection_name": name},
+            heartbeat=settings.heartbeat_s,
+        )
+    except CONNECTION_ERRORS as exc:
+        raise TransientError(f"cannot connect to the broker: {type(exc).__name__}", code="broker-unavailable") from exc
+    session = Session(settings, conn)
+    try:
+        await session.open(prefetch_count)
+    except BaseException:
+        await conn.close()
+        raise
+    return session
+
+
+def _inbound(raw: AbstractIncomingMessage) -> Inbound:
+    return Inbound(
+        body=raw.body,
+        exchange=raw.exchange or "",
+        routing_key=raw.routing_key or "",
+        message_id=raw.message_id,
+        correlation_id=raw.correlation_id,
+        content_type=raw.content_type,
+        headers=dict(raw.headers or {}),
+        redelivered=bool(raw.redelivered),
+        _raw=raw,
+    )
+
+
+def _properties_of(original: Inbound) -> dict[str, Any]:
+    # "The original body and properties, untouched" (SPEC, suspended). Two exceptions: expiration
+    # would let a suspended message silently vanish, and user_id must match the publishing user.
+    raw = original._raw
+    props = {
+        "content_type": raw.content_type,
+        "content_encoding": raw.content_encoding,
+        "priority": raw.priority,
+        "correlation_id": raw.correlation_id,
+        "reply_to": raw.reply_to,
+        "message_id": raw.message_id,
+        "timestamp": raw.timestamp,
+        "type": raw.type,
+        "app_id": raw.app_id,
+    }
+    return {k: v for k, v in props.items() if v is not None}

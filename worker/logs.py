@@ -1,0 +1,64 @@
+"""structlog set-up: one JSON object per line (or console), stdlib records (aio-pika, aiormq) included."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+# Keys whose values must never reach a log line, whatever a caller passes by mistake.
+_SECRET_KEYS = {"password", "store_password", "amqp_url", "key", "private_key", "body", "payload"}
+
+
+def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    for key in _SECRET_KEYS.intersection(event):
+        event[key] = "[redacted]"
+    return event
+
+
+def configure(log_format: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging through the same processors (one format everywhere)."""
+    out = stream or sys.stdout
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,  # per-message context bound by the consumer
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        _redact,
+    ]
+    if log_format == "json":
+        # No locals in tracebacks: they could hold payloads or key material.
+        renderer: Processor = structlog.processors.JSONRenderer()
+        tail: list[Processor] = [
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+        ]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        tail = []
+    numeric = logging.getLevelName(level.upper())
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # aiormq logs every frame at debug; keep the libraries at warning unless asked for debug.
+    for name in ("aio_pika", "aiormq"):
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
+
+
+def get(name: str = "sendpipe", **bound: Any) -> Any:
+    """A logger bound to static context (host, instance, account)."""
+    return structlog.get_logger(name).bind(**bound)
