@@ -46,6 +46,14 @@ _OURS = {
 _UNSETTLED: tuple[type[BaseException], ...] = (*broker.CONNECTION_ERRORS, TransientError)
 
 
+# Broker bookkeeping (dead-lettering, quorum delivery count) is not the producer's: keep it off deliveries.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+def _internal(header: str) -> bool:
+    return header in _RETRY_HEADERS or header in _OURS or header.startswith(_BROKER_HEADERS)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """The config and store in force, with the pipelines built from them; replaced whole on reload."""
@@ -264,11 +272,7 @@ class HostInstance:
     # -- helpers -----------------------------------------------------------------------------
 
     def _delivery(self, result: Message, pipeline: Pipeline, delivery_key: str, inbound: Inbound) -> Outbound:
-        headers = {
-            k: v
-            for k, v in inbound.headers.items()
-            if not k.startswith("x-") and k not in _RETRY_HEADERS and k not in _OURS
-        }
+        headers = {k: v for k, v in inbound.headers.items() if not _internal(k)}
         headers.update(
             {
                 "sendpipe-send-port": result.send_port,
@@ -292,7 +296,7 @@ class HostInstance:
         )
 
     def _suspended(self, inbound: Inbound, err: SendpipeError, port: str, attempt: int) -> Outbound:
-        headers = {k: v for k, v in inbound.headers.items() if k not in _RETRY_HEADERS}
+        headers = {k: v for k, v in inbound.headers.items() if not _internal(k)}
         headers.update(
             {
                 "sendpipe-error-code": err.code,
