@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import random
 import time
 import uuid
@@ -14,8 +13,8 @@ from typing import Any
 
 import structlog
 
-from worker import broker
-from worker.broker import Inbound, Outbound, Session
+from worker import broker, routing
+from worker.broker import Inbound, Session
 from worker.config import Config
 from worker.errors import MessageError, SendpipeError, TransientError
 from worker.message import DEFAULT_CONTENT_TYPE, Message
@@ -25,33 +24,8 @@ from worker.stages.registry import build_pipeline
 from worker.stats import Stats
 from worker.store import CertificateStore
 
-# Headers we own on the way out, and the input's bookkeeping that must not leak into a delivery.
-_RETRY_HEADERS = {"sendpipe-attempts", "sendpipe-last-error-code"}
-_OURS = {
-    "sendpipe-send-port",
-    "sendpipe-host",
-    "sendpipe-host-instance",
-    "sendpipe-service-account",
-    "sendpipe-signer-thumbprint",
-    "sendpipe-recipient-thumbprint",
-    "sendpipe-pipeline",
-    "sendpipe-error-code",
-    "sendpipe-error",
-    "sendpipe-failed-stage",
-    "sendpipe-suspended-at",
-}
-
-
 # Failures after which a message cannot be settled on this channel: leave it to redelivery.
 _UNSETTLED: tuple[type[BaseException], ...] = (*broker.CONNECTION_ERRORS, TransientError)
-
-
-# Broker bookkeeping (dead-lettering, quorum delivery count) is not the producer's: keep it off deliveries.
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-
-
-def _internal(header: str) -> bool:
-    return header in _RETRY_HEADERS or header in _OURS or header.startswith(_BROKER_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -69,7 +43,7 @@ class Runtime:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    event: str  # message.delivered / message.retry_scheduled / message.suspended
+    event: str  # message.delivered / message.failed, then settled as retry_scheduled / suspended
     error: SendpipeError | None = None
     result: Message | None = None
 
@@ -82,21 +56,20 @@ class HostInstance:
         self.brk = brk
         self.runtime = runtime
         self.host = host
-        self.account = runtime.store.account
+        self.me = routing.Identity(host, inst.host_instance, runtime.store.account)
         self.prefetch = brk.prefetch_count or inst.threads * 8
         self.stats = Stats()
         self.log = structlog.get_logger("sendpipe").bind(
-            host=host, host_instance=inst.host_instance, service_account=self.account
+            host=host, host_instance=inst.host_instance, service_account=self.me.service_account
         )
+        self.session: Session | None = None  # the live one, for topology updates on reload
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pool: ThreadPoolExecutor | None = None
-        self.consuming = asyncio.Event()
+        self._pool = ThreadPoolExecutor(inst.threads, thread_name_prefix="pipeline")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; reconnect with backoff and jitter whenever the connection drops."""
-        self._pool = ThreadPoolExecutor(self.inst.threads, thread_name_prefix="pipeline")
         failures = 0
         try:
             while not stop.is_set():
@@ -115,12 +88,15 @@ class HostInstance:
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _serve(self, session: Session, stop: asyncio.Event) -> None:
+    async def declare(self, session: Session) -> None:
         ports = self.runtime.config.ports_of(self.host)
+        await session.declare(self.host, sorted(ports), [p.retry_interval_s for p in ports.values()])
+
+    async def _serve(self, session: Session, stop: asyncio.Event) -> None:
         try:
-            await session.declare(self.host, sorted(ports), [p.retry_interval_s for p in ports.values()])
+            await self.declare(session)
             await session.consume(broker.host_queue(self.host), lambda m: self._spawn(session, m))
-            self.consuming.set()
+            self.session = session
             self.log.info("consumer.started", queue=broker.host_queue(self.host), prefetch_count=self.prefetch)
             stopping = asyncio.create_task(stop.wait())
             waiters: list[asyncio.Future[Any]] = [stopping, session.closed]
@@ -133,12 +109,17 @@ class HostInstance:
         except _UNSETTLED as exc:
             self.log.warning("broker.session_failed", error=type(exc).__name__, detail=str(exc)[:200])
         finally:
-            self.consuming.clear()
+            self.session = None
             # Deliveries of a dead channel are redelivered by the broker: abandon their tasks.
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(*broker.CONNECTION_ERRORS):
                 await session.close()
+
+    @property
+    def consuming(self) -> bool:
+        """True while a consumer is attached on a live connection (the health signal)."""
+        return self.session is not None and self.session.alive
 
     async def _drain(self, session: Session) -> None:
         """SIGTERM: stop taking messages, let in-flight ones finish (bounded), requeue the rest."""
@@ -164,8 +145,8 @@ class HostInstance:
     async def _handle(self, session: Session, inbound: Inbound) -> None:
         started = time.perf_counter()
         message_id = inbound.message_id or f"sendpipe-{uuid.uuid4()}"
-        port = self._port_of(inbound)
-        attempt = self._prior_attempts(inbound) + 1
+        port = routing.port_of(inbound.exchange, inbound.routing_key, inbound.headers)
+        attempt = routing.prior_attempts(inbound.exchange, inbound.headers) + 1
         log = self.log.bind(message_id=message_id, send_port=port, attempt=attempt)
         if inbound.message_id is None:
             log.info("message.id_assigned")
@@ -180,21 +161,22 @@ class HostInstance:
             raise
         except _UNSETTLED as exc:
             # Could not settle (connection gone, or the suspend/retry publish failed): leave the
-            # message unacked; the broker redelivers it when the channel closes.
+            # message to the broker, which redelivers it; never ack what is not safely elsewhere.
             self.stats.finished(None, 0.0)
             log.warning("message.unsettled", error=type(exc).__name__, detail=str(exc)[:200])
             await self._requeue_later(inbound)
             return
         duration_ms = (time.perf_counter() - started) * 1000
         self.stats.finished(outcome.event, duration_ms)
-        err = outcome.error
         fields: dict[str, Any] = {"size_in": len(inbound.body), "duration_ms": round(duration_ms, 2)}
         if outcome.result is not None:
+            res = outcome.result
             fields.update(
-                size_out=len(outcome.result.body),
-                signer_thumbprint=outcome.result.signer_thumbprint,
-                recipient_thumbprint=outcome.result.recipient_thumbprint,
+                size_out=len(res.body),
+                signer_thumbprint=res.signer_thumbprint,
+                recipient_thumbprint=res.recipient_thumbprint,
             )
+        err = outcome.error
         if err is not None:
             fields.update(error_code=err.code, error=err.message[:500], failed_stage=err.stage)
         (log.info if err is None else log.warning)(outcome.event, **fields)
@@ -224,10 +206,9 @@ class HostInstance:
                 correlation_id=inbound.correlation_id,
                 headers=inbound.headers,
             )
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._pool, pipeline.run, message)
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, pipeline.run, message)
             delivery_key = runtime.config.send_ports[port].delivery_key
-            await session.publish(broker.DELIVERY, self._delivery(result, pipeline, delivery_key, inbound))
+            await session.publish(broker.DELIVERY, routing.delivery(result, pipeline.name, delivery_key, self.me))
             return Outcome("message.delivered", result=result)
         except SendpipeError as exc:
             if type(exc) is TransientError:
@@ -237,25 +218,17 @@ class HostInstance:
             raise
         except Exception as exc:  # a bug must suspend one message, not kill the instance
             self.log.exception("message.internal_error", message_id=message_id)
-            return Outcome(
-                "message.failed", error=SendpipeError(f"internal error: {type(exc).__name__}", stage="encode")
-            )
+            return Outcome("message.failed", error=SendpipeError(f"internal error: {type(exc).__name__}"))
 
     async def _settle(self, session: Session, inbound: Inbound, outcome: Outcome, port: str, attempt: int) -> Outcome:
         """The one place a message is acked: after its delivery, retry or suspension is confirmed."""
         err = outcome.error
         if err is not None:
             send_port = self.runtime.config.send_ports.get(port)
-            retries = send_port.retry_count if send_port is not None else 0
-            if err.transient and attempt <= retries and send_port is not None:
-                headers = {
-                    **inbound.headers,
-                    "sendpipe-attempts": attempt,
-                    "sendpipe-send-port": port,
-                    "sendpipe-last-error-code": err.code,
-                }
+            if err.transient and send_port is not None and attempt <= send_port.retry_count:
                 queue = broker.retry_queue(self.host, send_port.retry_interval_s)
-                await session.publish("", Outbound(inbound.body, queue, headers=headers), original=inbound)
+                out = routing.retry(inbound.body, inbound.headers, queue, port, attempt, err)
+                await session.publish("", out, original=inbound, stage="retry")
                 outcome = Outcome("message.retry_scheduled", error=err)
             else:
                 if err.transient:
@@ -264,67 +237,11 @@ class HostInstance:
                         code="retries-exhausted",
                         stage=err.stage,
                     )
-                await session.publish(broker.SUSPENDED, self._suspended(inbound, err, port, attempt), original=inbound)
+                out = routing.suspension(inbound.body, inbound.headers, err, port, attempt, self.me)
+                await session.publish(broker.SUSPENDED, out, original=inbound, stage="suspend")
                 outcome = Outcome("message.suspended", error=err)
         await inbound.ack()
         return outcome
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _delivery(self, result: Message, pipeline: Pipeline, delivery_key: str, inbound: Inbound) -> Outbound:
-        headers = {k: v for k, v in inbound.headers.items() if not _internal(k)}
-        headers.update(
-            {
-                "sendpipe-send-port": result.send_port,
-                "sendpipe-host": self.host,
-                "sendpipe-host-instance": self.inst.host_instance,
-                "sendpipe-service-account": self.account,
-                "sendpipe-pipeline": pipeline.name,
-            }
-        )
-        if result.signer_thumbprint:
-            headers["sendpipe-signer-thumbprint"] = result.signer_thumbprint
-        if result.recipient_thumbprint:
-            headers["sendpipe-recipient-thumbprint"] = result.recipient_thumbprint
-        return Outbound(
-            result.body,
-            delivery_key,
-            message_id=result.message_id,
-            correlation_id=result.correlation_id,
-            content_type=result.entity_content_type,
-            headers=headers,
-        )
-
-    def _suspended(self, inbound: Inbound, err: SendpipeError, port: str, attempt: int) -> Outbound:
-        headers = {k: v for k, v in inbound.headers.items() if not _internal(k)}
-        headers.update(
-            {
-                "sendpipe-error-code": err.code,
-                "sendpipe-error": err.message[:1000],
-                "sendpipe-failed-stage": err.stage or "unknown",
-                "sendpipe-send-port": port,
-                "sendpipe-host-instance": self.inst.host_instance,
-                "sendpipe-attempts": attempt,
-                "sendpipe-suspended-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            }
-        )
-        return Outbound(inbound.body, self.host, headers=headers)
-
-    @staticmethod
-    def _port_of(inbound: Inbound) -> str:
-        # From producers the routing key names the port; a retry comes back through the default
-        # exchange and carries the port in a header we set ourselves.
-        if inbound.exchange == broker.OUTBOUND:
-            return inbound.routing_key
-        value = inbound.headers.get("sendpipe-send-port")
-        return value.decode() if isinstance(value, bytes) else str(value or inbound.routing_key)
-
-    @staticmethod
-    def _prior_attempts(inbound: Inbound) -> int:
-        if inbound.exchange == broker.OUTBOUND:
-            return 0  # a producer cannot pre-spend our retries
-        value = inbound.headers.get("sendpipe-attempts")
-        return value if isinstance(value, int) and value >= 0 else 0
 
     async def _requeue_later(self, inbound: Inbound) -> None:
         # A pause before requeueing, so an unsettleable message does not spin; the quorum queue's

@@ -117,6 +117,14 @@ class Session:
         self._publish = await self.conn.channel(publisher_confirms=True, on_return_raises=True)
         self._consume = await self.conn.channel(publisher_confirms=False)
         await self._consume.set_qos(prefetch_count=prefetch_count)
+        # A channel closed by the broker (e.g. a precondition failure) ends the session like a lost
+        # connection does: the caller reconnects instead of idling with a dead consumer.
+        self._publish.close_callbacks.add(self._on_close)
+        self._consume.close_callbacks.add(self._on_close)
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed.done() and not self.conn.is_closed
 
     async def declare(self, host: str, port_names: Sequence[str], retry_intervals_s: Sequence[float]) -> None:
         """SPEC topology for one host, idempotent; all durable, queues quorum."""

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import structlog
 
-from worker import bootstrap, cli_ops, logs, settings
+from worker import bootstrap, cli_ops, demo, logs, settings
 from worker.app import HostInstance, Runtime
 from worker.errors import SendpipeError
 from worker.message import Message
 from worker.preflight import preflight
 from worker.settings import BrokerSettings
 from worker.stages.registry import build_pipeline
+from worker.supervisor import Supervisor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
     cli_ops.register(sub)
+    demo.register(sub)
     enc = sub.add_parser(
         "encode",
         help="Run a send port's pipeline offline and write the protected MIME entity.",
@@ -90,7 +92,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("sendpipe")
     try:
-        inst, _, config, store = bootstrap.load_common(need_host=True)
+        inst, store_settings, config, store = bootstrap.load_common(need_host=True)
         brk = settings.load(BrokerSettings)
     except SendpipeError as exc:
         logs.configure("json")
@@ -119,17 +121,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     instance = HostInstance(inst, brk, Runtime.build(config, store, host), host)
     log.info("instance.starting", config=str(inst.config), store=str(store.path), threads=inst.threads)
-    asyncio.run(_serve(instance))
+    asyncio.run(_serve(instance, Supervisor(instance, inst, store_settings)))
     log.info("instance.stopped", stats=instance.stats.totals())
     return 0
 
 
-async def _serve(instance: HostInstance) -> None:
+async def _serve(instance: HostInstance, supervisor: Supervisor) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await instance.run(stop)
+    await asyncio.gather(instance.run(stop), supervisor.run(stop))
 
 
 if __name__ == "__main__":

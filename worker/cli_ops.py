@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from worker import bootstrap, broker, settings
 from worker.errors import SendpipeError
 from worker.preflight import Finding, preflight
-from worker.settings import BrokerSettings
+from worker.settings import BrokerSettings, InstanceSettings
 
 
 def register(sub: Any) -> None:
@@ -37,6 +38,13 @@ def register(sub: Any) -> None:
     snd.add_argument("--message-id", help="message id (only with one FILE; default: a new UUID per file)")
     snd.add_argument("files", type=Path, nargs="+", metavar="FILE")
     snd.set_defaults(func=cmd_send)
+    hlt = sub.add_parser(
+        "health",
+        help="Exit 0 if this instance's consumer is alive (fresh heartbeat file).",
+        description="Exit 0 if this instance's consumer is alive: the heartbeat file "
+        "(SENDPIPE_HEALTH_FILE) was touched within SENDPIPE_HEALTH_MAX_AGE_S; else exit 1.",
+    )
+    hlt.set_defaults(func=cmd_health)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -102,4 +110,20 @@ async def _send(brk: BrokerSettings, args: argparse.Namespace) -> int:
             print(f"sent {path} as {message_id} to port {args.port}")
     finally:
         await session.close()
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    inst = settings.load(InstanceSettings)
+    if inst.health_file is None:
+        raise SendpipeError("SENDPIPE_HEALTH_FILE is not set: no heartbeat to check", code="settings-invalid")
+    try:
+        age = time.time() - inst.health_file.stat().st_mtime
+    except FileNotFoundError:
+        print(f"unhealthy: no heartbeat at {inst.health_file} (consumer never started)")
+        return 1
+    if age > inst.health_max_age_s:
+        print(f"unhealthy: heartbeat {age:.0f}s old (max {inst.health_max_age_s:.0f}s): consumer not running")
+        return 1
+    print(f"healthy: heartbeat {age:.1f}s old")
     return 0

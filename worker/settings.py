@@ -69,7 +69,8 @@ class InstanceSettings(BaseSettings):
     expiry_warning_days: int = Field(default=30, ge=0)
     reload_interval_s: float = Field(default=10.0, gt=0)
     stats_interval_s: float = Field(default=60.0, gt=0)
-    health_file: Path | None = None
+    health_file: Path | None = None  # heartbeat file written while consuming; `sendpipe health` reads it
+    health_max_age_s: float = Field(default=30.0, gt=0)
 
     @property
     def threads(self) -> int:
