@@ -14,6 +14,7 @@ from pki import Issued, StoreFactory, TestPKI, build_store
 
 from worker.store import CertificateStore
 
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return TestPKI(tmp_path_factory.mktemp("pki"))

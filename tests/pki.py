@@ -300,9 +300,7 @@ def write_other_people(store: Path, account: str, name: str, issued: Issued, fmt
     return path
 
 
-def write_crl(
-    store: Path, account: str, name: str, crl: x509.CertificateRevocationList, fmt: Format = "der"
-) -> Path:
+def write_crl(store: Path, account: str, name: str, crl: x509.CertificateRevocationList, fmt: Format = "der") -> Path:
     """A revocation list in ``crls/`` (always ``.crl``, DER or PEM inside)."""
     path = _target(store, account, "crls", name, ".crl")
     encoding = serialization.Encoding.DER if fmt == "der" else serialization.Encoding.PEM

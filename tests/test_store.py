@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pki import (
     ROOT_CN,
@@ -94,6 +94,7 @@ def test_malformed_thumbprint_is_invalid_thumbprint(raw: str, make_store: StoreF
 _SEPARATORS = st.sampled_from([" ", ":", "\u200e", "\u200f", "\ufeff", "\t"])
 
 
+@settings(derandomize=True, database=None, max_examples=100, deadline=None)
 @given(
     digest=st.binary(min_size=20, max_size=20),
     cases=st.lists(st.booleans(), min_size=40, max_size=40),
@@ -295,9 +296,7 @@ def test_encryption_cert_key_usage(usage: str, make_store: StoreFactory, pki: Te
 def test_crl_check_passes_with_current_crl_not_listing_the_cert(
     make_store: StoreFactory, pki: TestPKI, signer_rsa2048: Issued, partner: Issued
 ) -> None:
-    store = make_store(
-        personal=[signer_rsa2048], other_people=[partner, pki.ca], crls=[pki.crl([partner.serial + 1])]
-    )
+    store = make_store(personal=[signer_rsa2048], other_people=[partner, pki.ca], crls=[pki.crl([partner.serial + 1])])
     assert store.signing(signer_rsa2048.thumbprint, check_crl=True).thumbprint == signer_rsa2048.thumbprint
     assert store.recipient(partner.thumbprint, check_crl=True).thumbprint == partner.thumbprint
 

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker import bootstrap, broker, settings
+from worker import bootstrap, broker, settings, suspended
 from worker.errors import SendpipeError
 from worker.preflight import Finding, preflight
 from worker.settings import BrokerSettings, InstanceSettings
@@ -45,6 +45,35 @@ def register(sub: Any) -> None:
         "(SENDPIPE_HEALTH_FILE) was touched within SENDPIPE_HEALTH_MAX_AGE_S; else exit 1.",
     )
     hlt.set_defaults(func=cmd_health)
+    sus = sub.add_parser(
+        "suspended",
+        help="Operate on this host's suspended messages: list, show, resume, discard.",
+        description="Operate on the suspended messages of SENDPIPE_HOST.",
+    )
+    ops = sus.add_subparsers(metavar="ACTION")
+    lst = ops.add_parser(
+        "list",
+        help="List suspended messages: id, send port, error code, age.",
+        description="List suspended messages: id, send port, error code, attempts, age.",
+    )
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=cmd_suspended, action="list", ids=[], all=False)
+    shw = ops.add_parser(
+        "show",
+        help="Show one suspended message's properties and headers (not its body).",
+        description="Show one suspended message's properties and headers (not its body).",
+    )
+    shw.add_argument("ids", nargs=1, metavar="ID")
+    shw.add_argument("--save-body", type=Path, help="write the original payload to this file")
+    shw.set_defaults(func=cmd_suspended, action="show", all=False)
+    for action, text in (
+        ("resume", "Re-run the whole pipeline for suspended messages (publish them back)."),
+        ("discard", "Delete suspended messages for good."),
+    ):
+        p = ops.add_parser(action, help=text, description=text)
+        p.add_argument("ids", nargs="*", metavar="ID")
+        p.add_argument("--all", action="store_true", help="every suspended message of the host")
+        p.set_defaults(func=cmd_suspended, action=action)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -127,3 +156,49 @@ def cmd_health(args: argparse.Namespace) -> int:
         return 1
     print(f"healthy: heartbeat {age:.1f}s old")
     return 0
+
+
+def cmd_suspended(args: argparse.Namespace) -> int:
+    inst = settings.load(InstanceSettings)
+    if not inst.host:
+        raise SendpipeError("SENDPIPE_HOST is required: whose suspended queue to open", code="settings-invalid")
+    if args.action in {"resume", "discard"} and not (args.ids or args.all):
+        raise SendpipeError(f"{args.action} needs message ids or --all", code="usage")
+    return asyncio.run(_suspended(settings.load(BrokerSettings), inst.host, args))
+
+
+async def _suspended(brk: BrokerSettings, host: str, args: argparse.Namespace) -> int:
+    session = await broker.connect(brk, name=f"sendpipe-suspended-{host}")
+    try:
+        # Unacked until settled; closing the session returns every untouched message to the queue.
+        items = await suspended.take_all(session, host, limit=100_000)
+        chosen = suspended.select(items, args.ids, args.all)
+        missing = set(args.ids) - {s.id for s in chosen}
+        if args.action == "list":
+            _list(items, args.json)
+        elif args.action == "show" and chosen:
+            json.dump(chosen[0].details(), sys.stdout, indent=2, default=str)
+            print()
+            if args.save_body:
+                args.save_body.write_bytes(chosen[0].inbound.body)
+        elif args.action == "resume":
+            await suspended.resume(session, chosen, lambda s: print(f"resumed {s.id} to port {s.send_port}"))
+        elif args.action == "discard":
+            await suspended.discard(chosen, lambda s: print(f"discarded {s.id}"))
+    finally:
+        await session.close()
+    for mid in sorted(missing):
+        print(f"not found: {mid}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _list(items: list[suspended.Suspended], as_json: bool) -> None:
+    if as_json:
+        json.dump([s.details() for s in items], sys.stdout, indent=2, default=str)
+        print()
+        return
+    _table(
+        ["id", "send port", "error code", "attempts", "age"],
+        [[s.id, s.send_port, s.error_code, s.header("sendpipe-attempts"), s.age()] for s in items],
+    )
+    print(f"{len(items)} suspended")

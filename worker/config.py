@@ -70,7 +70,8 @@ class Component(_Frozen):
             # whether a refused algorithm was the cause (that error has its own code).
             errors = exc.errors(include_url=False)
             legacy = any(e["type"] == "algorithm_not_supported" for e in errors)
-            text = "; ".join(f"{_location(e['loc'])}: {_allowed(e)}" for e in errors)
+            names = ", ".join(kind.properties.model_fields)
+            text = "; ".join(f"{_location(e['loc'])}: {_allowed(e, names)}" for e in errors)
             raise PydanticCustomError("algorithm_not_supported" if legacy else "component_invalid", text) from None
 
 
@@ -164,10 +165,10 @@ def _config_error(path: Path, exc: ValidationError) -> ConfigError:
     return kind("\n".join(lines))
 
 
-def _allowed(err: Any) -> str:
-    msg: str = err["msg"]
+def _allowed(err: Any, names: str) -> str:
     if err["type"] == "extra_forbidden":
-        return "unknown property"
+        return f"unknown property; allowed: {names}"
+    msg: str = err["msg"]
     return msg
 
 

@@ -33,8 +33,8 @@ from worker.errors import CertificateError, StoreError
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 _KeyTypes = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
 
-# Windows account names may carry a domain ("CONTOSO\\svc"); on disk we take the plain account
-# name only, and nothing that could walk out of the store root.
+# A plain account name ("svc-biztalk", not "CONTOSO\\svc-biztalk"): nothing that could walk out of
+# the store root or name another account's folder.
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@$-]{0,127}")
 _KEY_PEM = re.compile(rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.S)
 _PERSONAL = {".pfx", ".p12", ".pem"}

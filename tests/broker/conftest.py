@@ -22,7 +22,7 @@ from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_p
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672"
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
-STORE_PASSWORD = "pfx-pass-Ω"  # noqa: S105 - test secret, asserted never to appear in logs
+STORE_PASSWORD = "pfx-pass-Ω"  # a test secret, asserted never to appear in logs
 
 
 def _ctl(*args: str) -> None:

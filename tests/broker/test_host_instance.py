@@ -13,7 +13,8 @@ from smime_check import unwrap
 MARKER = b"PAYLOAD-MARKER-7f3a"  # must never appear in a log line
 
 
-def _check_delivered(msg: Any, dep: Deployment, work: Path, payload: bytes) -> None:
+def _check_delivered(msg: Any, dep: Deployment, work: Path, payload: bytes) -> str:
+    """Decrypt and verify with openssl; returns the payload part's Content-Type."""
     result = unwrap(msg.body, work, ca_pem=dep.pki.ca_pem, recip_cert=dep.partner_cert, recip_key=dep.partner_key)
     assert result.payload == payload
     assert result.signer_thumbprint == dep.signer.thumbprint
@@ -21,6 +22,7 @@ def _check_delivered(msg: Any, dep: Deployment, work: Path, payload: bytes) -> N
     assert msg.headers["sendpipe-recipient-thumbprint"] == dep.partner.thumbprint
     assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert msg.content_type.startswith("application/pkcs7-mime; smime-type=enveloped-data")
+    return result.content_type
 
 
 async def test_end_to_end_delivery_is_verified_by_openssl(
@@ -43,7 +45,7 @@ async def test_end_to_end_delivery_is_verified_by_openssl(
     assert set(got) == set(payloads)
     for mid, (body, port, ctype) in payloads.items():
         msg = got[mid]
-        _check_delivered(msg, deployment, tmp_path / mid, body)
+        assert _check_delivered(msg, deployment, tmp_path / mid, body) == (ctype or "application/octet-stream")
         assert msg.correlation_id == f"corr-{mid}"
         assert msg.routing_key == {"Orders": "fabrikam.orders", "Invoices": "fabrikam.invoices"}[port]
         headers = msg.headers

@@ -80,8 +80,9 @@ async def test_killed_connections_are_recovered_and_processing_continues(
     await _wait_count(client, capture.name, 40)
     started = time.monotonic()
     name = vhost.rsplit("/", 1)[1]
-    subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "-p", name, "sendpipe test: killed"],
-                   check=True, timeout=60)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", name, "sendpipe test: killed"], check=True, timeout=60
+    )
     worker.wait_for("consumer.started", count=2, timeout_s=30)
     recovery_s = time.monotonic() - started
     # Our own client connection was closed as well; a producer would reconnect too.

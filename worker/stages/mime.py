@@ -17,7 +17,10 @@ from worker.errors import MessageError
 CRLF = b"\r\n"
 _B64_LINE = 76  # RFC 2045 §6.8: encoded lines of at most 76 characters
 # RFC 2045 §5.1 token / tspecials, loosely: type/subtype plus parameters, printable ASCII only.
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[\x21-\x7e][\x20-\x7e]*)?")
+# Only SP/HTAB as whitespace: CR, LF (and Unicode line separators) would inject header lines.
+_CONTENT_TYPE = re.compile(
+    r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+([ \t]*;[ \t]*[\x21-\x7e][\x20-\x7e]*)?", re.ASCII
+)
 
 Headers = Sequence[tuple[str, str]]
 

@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# One container = one sendpipe host instance (SPEC): `docker build -t sendpipe .`, then see docker-compose.yml.
+# Settings come from SENDPIPE_* variables and /run/secrets/<lower-case name> (e.g. sendpipe_store_password).
+FROM python:3.11-slim
+
+# MALLOC_ARENA_MAX=2: glibc malloc otherwise makes up to 8 arenas per core for the encoder threads,
+# and a long-running worker's RSS grows with them; two arenas keep memory flat at no visible cost.
+# SENDPIPE_HEALTH_FILE: the heartbeat `sendpipe run` keeps fresh and `sendpipe health` checks (in /tmp,
+# so the container's root filesystem can be read-only with a tmpfs on /tmp).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MALLOC_ARENA_MAX=2 \
+    SENDPIPE_HEALTH_FILE=/tmp/sendpipe.health
+
+RUN groupadd --system --gid 10001 sendpipe \
+    && useradd --system --uid 10001 --gid sendpipe --home-dir /srv/sendpipe --create-home \
+       --shell /usr/sbin/nologin sendpipe
+
+# Installed as root into the system site-packages and the source removed: the runtime user cannot change the code.
+WORKDIR /tmp/sendpipe-src
+COPY . .
+RUN pip install . && rm -rf /tmp/sendpipe-src
+
+USER sendpipe
+# Relative defaults (config/sendpipe.toml, stores/) resolve here; the compose file sets absolute paths.
+WORKDIR /srv/sendpipe
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["sendpipe", "health"]
+# SIGTERM (Docker's default stop signal) drains in-flight messages and exits 0.
+ENTRYPOINT ["sendpipe"]
+CMD ["run"]
