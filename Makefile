@@ -25,4 +25,4 @@ test: install services lint
 	scripts/run-tests.sh
 
 run: install services
-	scripts/quickstart.sh
+	$(BIN)/python scripts/quickstart.py $(ARGS)
