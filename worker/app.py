@@ -143,11 +143,16 @@ class HostInstance:
     # -- one message -------------------------------------------------------------------------
 
     async def _handle(self, session: Session, inbound: Inbound) -> None:
-        started = time.perf_counter()
         message_id = inbound.message_id or f"sendpipe-{uuid.uuid4()}"
         port = routing.port_of(inbound.exchange, inbound.routing_key, inbound.headers)
         attempt = routing.prior_attempts(inbound.exchange, inbound.headers) + 1
-        log = self.log.bind(message_id=message_id, send_port=port, attempt=attempt)
+        # Bound in this task's context: every line logged while the message is handled carries them.
+        with structlog.contextvars.bound_contextvars(message_id=message_id, send_port=port, attempt=attempt):
+            await self._handle_bound(session, inbound, message_id, port, attempt)
+
+    async def _handle_bound(self, session: Session, inbound: Inbound, message_id: str, port: str, attempt: int) -> None:
+        started = time.perf_counter()
+        log = self.log
         if inbound.message_id is None:
             log.info("message.id_assigned")
         self.stats.started()
