@@ -4,7 +4,7 @@
 FROM python:3.11-slim
 
 # MALLOC_ARENA_MAX=2: glibc malloc otherwise makes up to 8 arenas per core for the encoder threads,
-# and a long-running worker's RSS grows with them; two arenas keep memory flat at no visible cost.
+# and a long-running worker's RSS grows with them; two arenas keep it flat for a small cost in allocator contention.
 # SENDPIPE_HEALTH_FILE: the heartbeat `sendpipe run` keeps fresh and `sendpipe health` checks (in /tmp,
 # so the container's root filesystem can be read-only with a tmpfs on /tmp).
 ENV PYTHONDONTWRITEBYTECODE=1 \
