@@ -15,7 +15,7 @@ from worker import bootstrap, cli_ops, demo, logs, settings
 from worker.app import HostInstance, Runtime
 from worker.errors import SendpipeError
 from worker.message import Message
-from worker.preflight import preflight
+from worker.preflight import log_findings, preflight
 from worker.settings import BrokerSettings
 from worker.stages.registry import build_pipeline
 from worker.supervisor import Supervisor
@@ -103,22 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = log.bind(host=host, host_instance=inst.host_instance, service_account=store.account)
     for problem in store.problems:
         log.warning("store.file_unusable", store=str(store.path), problem=problem)
-    for f in preflight(config, store, host, warn_days=inst.expiry_warning_days):
+    findings = preflight(config, store, host, warn_days=inst.expiry_warning_days)
+    for f in findings:
         if f.level == "error" and f.role == "signing":
             # BizTalk needs the group signing certificate in every host instance's account store.
             log.error("instance.refused", error_code=f.code, error=f.detail, store=f.where, thumbprint=f.thumbprint)
             return 1
-        if f.level != "ok":
-            log.warning(
-                "cert.problem" if f.level == "error" else "cert.expiring",
-                role=f.role,
-                subject=f.subject,
-                thumbprint=f.thumbprint,
-                store=f.where,
-                status=f.status,
-                error_code=f.code,
-                detail=f.detail,
-            )
+    log_findings(log, findings)
     instance = HostInstance(inst, brk, Runtime.build(config, store, host), host)
     log.info("instance.starting", config=str(inst.config), store=str(store.path), threads=inst.threads)
     asyncio.run(_serve(instance, Supervisor(instance, inst, store_settings)))

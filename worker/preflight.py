@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from worker.config import Config
 from worker.errors import SendpipeError
@@ -116,3 +116,19 @@ def _look(
             "cert-expires-soon",
         )
     return Finding("ok", role, subject, thumbprint, where, f"found, expires in {days} days")
+
+
+def log_findings(log: Any, findings: list[Finding]) -> None:
+    """Warn about each certificate that is not fine: at start, after a reload, and daily."""
+    for f in findings:
+        if f.level != "ok":
+            log.warning(
+                "cert.problem" if f.level == "error" else "cert.expiring",
+                role=f.role,
+                subject=f.subject,
+                thumbprint=f.thumbprint,
+                store=f.where,
+                status=f.status,
+                error_code=f.code,
+                detail=f.detail,
+            )

@@ -13,7 +13,7 @@ from pathlib import Path
 from worker.app import HostInstance, Runtime
 from worker.config import load_config
 from worker.errors import SendpipeError
-from worker.preflight import preflight
+from worker.preflight import log_findings, preflight
 from worker.settings import InstanceSettings, StoreSettings
 from worker.store import CertificateStore
 
@@ -84,16 +84,10 @@ class Supervisor:
     async def warn_expiry(self) -> None:
         """Daily: warn again about certificates near expiry (and any that became unusable)."""
         runtime = self.instance.runtime
-        for f in preflight(runtime.config, runtime.store, self.instance.host, warn_days=self.inst.expiry_warning_days):
-            if f.level != "ok":
-                self.log.warning(
-                    "cert.expiring" if f.level == "warning" else "cert.problem",
-                    role=f.role,
-                    subject=f.subject,
-                    thumbprint=f.thumbprint,
-                    status=f.status,
-                    error_code=f.code,
-                )
+        log_findings(
+            self.log,
+            preflight(runtime.config, runtime.store, self.instance.host, warn_days=self.inst.expiry_warning_days),
+        )
 
     async def reload(self) -> None:
         """Pick up a changed config file or store folder without a restart; keep the old on a bad config."""
