@@ -26,3 +26,9 @@ test: install services lint
 
 run: install services
 	$(BIN)/python scripts/quickstart.py $(ARGS)
+
+bench-pipeline: install
+	$(BIN)/python -m bench.pipeline $(ARGS)
+
+bench-e2e: install services
+	$(BIN)/python -m bench.e2e $(ARGS)

@@ -26,7 +26,16 @@ STORE_PASSWORD = "pfx-pass-Ω"  # a test secret, asserted never to appear in log
 
 
 def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+    # A fault test may have just restarted the broker's app: wait for it rather than fail the next test.
+    for attempt in range(3):
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=60, check=False)
+        if done.returncode == 0:
+            return
+        subprocess.run(
+            ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], capture_output=True, timeout=90, check=False
+        )
+        time.sleep(1 + attempt)
+    raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.decode(errors='replace')[:300]}")
 
 
 @pytest.fixture

@@ -7,15 +7,24 @@ corrupts binary payloads, and both are much slower than framing the bytes oursel
 from __future__ import annotations
 
 import binascii
+import functools
+import io
 import re
 import secrets
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 from worker.errors import MessageError
 
 CRLF = b"\r\n"
 _B64_LINE = 76  # RFC 2045 §6.8: encoded lines of at most 76 characters
+_LINE_IN = 57  # input bytes of one full line
+_BLOCK_LINES = 1024  # lines encoded per step: ~57 KiB in, ~78 KiB out, cache-sized
+_BLOCK = _LINE_IN * _BLOCK_LINES
+_LAST = (b"",)  # joined after the last line: every line ends with CRLF
+_SMALL = 256 * 1024  # below this a plain join is cheaper than a preallocated buffer
+STREAM_ABOVE = _BLOCK  # smaller bodies are encoded in one call rather than streamed
 # RFC 2045 §5.1 token / tspecials, loosely: type/subtype plus parameters, printable ASCII only.
 # Only SP/HTAB as whitespace: CR, LF (and Unicode line separators) would inject header lines.
 _CONTENT_TYPE = re.compile(
@@ -23,16 +32,86 @@ _CONTENT_TYPE = re.compile(
 )
 
 Headers = Sequence[tuple[str, str]]
+Chunk = bytes | bytearray | memoryview
 
 
-def b64_lines(data: bytes) -> bytes:
-    """Base64 in 76-character CRLF-terminated lines, in one pass over the data (no per-line calls)."""
-    if not data:
+def b64_length(size: int) -> int:
+    """Length of ``b64_lines`` output for ``size`` input bytes (known before encoding, for DER lengths)."""
+    return 4 * -(-size // 3) + 2 * -(-size // _LINE_IN)
+
+
+def b64_lines(data: Chunk) -> bytes:
+    """Base64 in 76-character CRLF-terminated lines (RFC 2045 §6.8)."""
+    view = memoryview(data)
+    if len(view) <= _BLOCK:
+        return _lines(view)
+    return b"".join(b64_stream((view,)))
+
+
+def b64_stream(chunks: Iterable[Chunk]) -> Iterator[bytes]:
+    """``b64_lines`` of the concatenated chunks, produced block by block (no copy of the whole input).
+
+    Whole blocks are encoded straight from the caller's buffers; only a block's worth is ever held.
+    """
+    pending = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk)
+        if pending:
+            take = min(_BLOCK - len(pending), len(view))
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) < _BLOCK:
+                continue
+            yield _block(pending)
+            pending.clear()
+        whole = len(view) - len(view) % _BLOCK
+        for start in range(0, whole, _BLOCK):
+            yield _block(view[start : start + _BLOCK])
+        pending += view[whole:]
+    if pending:
+        yield _lines(memoryview(pending))
+
+
+def _block(data: Chunk) -> bytes:
+    # _BLOCK_LINES whole lines: struct cuts the encoded text into lines in C, one join adds the CRLFs.
+    return CRLF.join(_splitter(_BLOCK_LINES).unpack(binascii.b2a_base64(data, newline=False)) + _LAST)
+
+
+def _lines(view: memoryview) -> bytes:
+    if not view:
         return b""
-    encoded = binascii.b2a_base64(data, newline=False)
-    view = memoryview(encoded)
-    lines = [view[i : i + _B64_LINE] for i in range(0, len(encoded), _B64_LINE)]
-    return CRLF.join(lines) + CRLF
+    encoded = binascii.b2a_base64(view, newline=False)
+    whole = len(encoded) // _B64_LINE
+    rest = encoded[whole * _B64_LINE :]
+    return CRLF.join(_splitter(whole).unpack_from(encoded) + ((rest, b"") if rest else _LAST))
+
+
+@functools.cache
+def _splitter(lines: int) -> struct.Struct:
+    return struct.Struct(f"{_B64_LINE}s" * lines)
+
+
+def assemble(size: int, chunks: Iterable[Chunk]) -> bytes:
+    """Concatenate chunks totalling ``size`` bytes into one ``bytes``, allocated once and never copied whole.
+
+    ``b"".join`` of a large list holds the parts and the result at once; here the result is written in
+    place (``BytesIO.getvalue`` hands its buffer over without a copy when it is exactly full).
+    """
+    if size <= _SMALL:
+        out = b"".join(chunks)
+    else:
+        buf = io.BytesIO()
+        buf.seek(size - 1)
+        buf.write(b"\0")
+        buf.seek(0)
+        for chunk in chunks:
+            buf.write(chunk)
+        if buf.tell() != size:
+            raise RuntimeError(f"assembled {buf.tell()} bytes, expected {size}")
+        out = buf.getvalue()
+    if len(out) != size:
+        raise RuntimeError(f"assembled {len(out)} bytes, expected {size}")
+    return out
 
 
 def encode_body(data: bytes, transfer_encoding: str) -> bytes:
@@ -45,10 +124,14 @@ def encode_body(data: bytes, transfer_encoding: str) -> bytes:
     return data
 
 
-def entity(headers: Headers, body: bytes) -> bytes:
+def head(headers: Headers) -> bytes:
+    """The header lines of an entity and the empty line that ends them (RFC 2045 §3)."""
+    return CRLF.join(f"{name}: {value}".encode("ascii") for name, value in headers) + CRLF + CRLF
+
+
+def entity(headers: Headers, body: Chunk) -> bytes:
     """A MIME entity: header lines, an empty line, the body (RFC 2045 §3)."""
-    head = CRLF.join(f"{name}: {value}".encode("ascii") for name, value in headers)
-    return b"".join((head, CRLF, CRLF, body))
+    return b"".join((head(headers), body))
 
 
 def checked_content_type(value: str) -> str:
@@ -81,13 +164,18 @@ def boundary_for(*parts: bytes) -> str:
             return candidate
 
 
-def multipart(boundary: str, parts: Sequence[bytes], preamble: bytes = b"") -> bytes:
+def multipart(boundary: str, parts: Sequence[Chunk], preamble: bytes = b"") -> bytes:
     """The body of a multipart entity; the CRLF before each delimiter belongs to it (RFC 2046 §5.1.1)."""
+    return b"".join(multipart_chunks(boundary, parts, preamble))
+
+
+def multipart_chunks(boundary: str, parts: Sequence[Chunk], preamble: bytes = b"") -> list[Chunk]:
+    """``multipart`` as the list of its pieces, the parts themselves not copied."""
     delimiter = CRLF + b"--" + boundary.encode()
-    out = [preamble, b"--", boundary.encode()]
+    out: list[Chunk] = [preamble, b"--", boundary.encode()]
     for i, part in enumerate(parts):
         if i:
             out.append(delimiter)
         out.extend((CRLF, part))
     out.extend((delimiter, b"--", CRLF))
-    return b"".join(out)
+    return out

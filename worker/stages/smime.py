@@ -4,30 +4,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.ciphers import algorithms
-from cryptography.hazmat.primitives.serialization import pkcs7
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
+from worker.certs import normalize_thumbprint
 from worker.errors import CertificateError
 from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
 from worker.stages import StageContext, mime
+from worker.stages.cms import (
+    CIPHERS,
+    DIGESTS,
+    Body,
+    Recipient,
+    Signer,
+    enveloped_data,
+    issuer_and_serial,
+    signed_data,
+    still_valid,
+)
 
 # Refused at config load: broken or deprecated (RFC 5751 §2.7 drops 3DES/RC2 to SHOULD- and MUST NOT
 # for 40-bit RC2; RFC 8551 §2.7 makes AES-128-CBC the floor; SHA-1/MD5 signatures are broken).
 _LEGACY_CIPHERS = {"DES", "DES3", "3DES", "TRIPLEDES", "RC2", "RC2-40", "RC2-64", "RC2-128"}
 _LEGACY_DIGESTS = {"SHA1", "SHA-1", "MD5"}
-_CIPHERS: dict[str, type[algorithms.AES128] | type[algorithms.AES256]] = {
-    "AES128": algorithms.AES128,
-    "AES256": algorithms.AES256,
-}
-_DIGESTS: dict[str, tuple[type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512], str]] = {
-    "SHA256": (hashes.SHA256, "sha-256"),  # micalg names: RFC 5751 §3.4.3.2
-    "SHA384": (hashes.SHA384, "sha-384"),
-    "SHA512": (hashes.SHA512, "sha-512"),
-}
 _P7M = 'application/pkcs7-mime; smime-type={}; name="smime.p7m"'
 _P7M_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7m"')
 
@@ -63,7 +63,7 @@ class EncoderProperties(BaseModel):
                 "AES192 is not available in this build (the cryptography library offers AES-128 and AES-256 "
                 "enveloping only); use AES256",
             )
-        return name if name in _CIPHERS else value
+        return name if name in CIPHERS else value
 
     @field_validator("signing_algorithm", mode="before")
     @classmethod
@@ -76,7 +76,7 @@ class EncoderProperties(BaseModel):
                 "(or SHA384, SHA512)",
                 {"value": value},
             )
-        return name if name in _DIGESTS else value
+        return name if name in DIGESTS else value
 
 
 class MimeSmimeEncoder:
@@ -87,61 +87,75 @@ class MimeSmimeEncoder:
     def __init__(self, props: EncoderProperties, ctx: StageContext) -> None:
         self.props = props
         self.ctx = ctx
-        self._digest, self._micalg = _DIGESTS[props.signing_algorithm]
-        self._sign_options = [pkcs7.PKCS7Options.Binary]
-        if not props.add_signing_cert_to_message:
-            self._sign_options.append(pkcs7.PKCS7Options.NoCerts)
+        self._digest = DIGESTS[props.signing_algorithm]
+        self._cipher = CIPHERS[props.encryption_algorithm]
+        # Certificates and their DER pieces, looked up once per store snapshot (the pipeline is
+        # rebuilt when the store is reloaded); validity is still checked for every message.
+        self._signers: dict[str, Signer] = {}
+        self._recipients: dict[str, Recipient] = {}
 
     def process(self, message: Message) -> Message:
         headers, body = self._body_part(message)
         signer = None
         if self.props.signature_type != "NoSign":
-            identity = self.ctx.store.signing(
-                self.ctx.group_signing_thumbprint, check_crl=self.props.check_revocation_list
-            )
-            signer = identity.thumbprint
-            content = mime.entity(headers, body)
-            builder = (
-                pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(identity.cert, identity.key, self._digest())
-            )
+            identity = self._signer()
+            signer = identity.identity.thumbprint
+            with_cert = self.props.add_signing_cert_to_message
             if self.props.signature_type == "BlobSign":
-                der = builder.sign(serialization.Encoding.DER, self._sign_options)
-                headers, body = _pkcs7_part("signed-data"), mime.b64_lines(der)
+                der = signed_data(identity, self._digest, body.entity(headers), with_cert=with_cert)
+                headers, body = _pkcs7_part("signed-data"), der.base64()
             else:
-                headers, body = self._clear_signed(builder, content)
+                headers, body = self._clear_signed(identity, body.entity(headers).materialize(), with_cert)
         recipient = None
         if self.props.enable_encryption:
-            wanted = message.header_str(H_ENCRYPTION_THUMBPRINT) or self.ctx.encryption_thumbprint
-            if wanted is None:
-                # Unreachable with a validated config; kept so a bad config can never send in clear.
-                raise CertificateError(
-                    "no encryption certificate is configured for this send port", code="encryption-cert-not-found"
-                )
-            cert = self.ctx.store.recipient(wanted, check_crl=self.props.check_revocation_list)
-            if not isinstance(cert.cert.public_key(), rsa.RSAPublicKey):
-                raise CertificateError(
-                    f"encryption certificate {cert.thumbprint} has a non-RSA key; only RSA key transport "
-                    "is supported for enveloping",
-                    code="algorithm-not-supported",
-                )
-            der = (
-                pkcs7.PKCS7EnvelopeBuilder()
-                .set_data(mime.entity(headers, body))
-                .add_recipient(cert.cert)
-                .set_content_encryption_algorithm(_CIPHERS[self.props.encryption_algorithm])
-                .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
-            )
-            recipient = cert.thumbprint
-            headers, body = _pkcs7_part("enveloped-data"), mime.b64_lines(der)
+            target = self._recipient(message)
+            der = enveloped_data(target, self._cipher, body.entity(headers))
+            recipient = target.thumbprint
+            headers, body = _pkcs7_part("enveloped-data"), der.base64()
         outer = [("MIME-Version", "1.0"), *headers]
         return message.evolve(
-            body=mime.entity(outer, body),
+            body=body.entity(outer).materialize(),
             entity_content_type=headers[0][1],
             signer_thumbprint=signer,
             recipient_thumbprint=recipient,
         )
 
-    def _body_part(self, message: Message) -> tuple[list[tuple[str, str]], bytes]:
+    def _signer(self) -> Signer:
+        wanted = self.ctx.group_signing_thumbprint
+        cached = self._signers.get(wanted)
+        if cached is not None and not self.props.check_revocation_list and still_valid(cached):
+            return cached
+        identity = self.ctx.store.signing(wanted, check_crl=self.props.check_revocation_list)
+        cached = self._signers[wanted] = Signer.of(identity)
+        return cached
+
+    def _recipient(self, message: Message) -> Recipient:
+        wanted = message.header_str(H_ENCRYPTION_THUMBPRINT) or self.ctx.encryption_thumbprint
+        if wanted is None:
+            # Unreachable with a validated config; kept so a bad config can never send in clear.
+            raise CertificateError(
+                "no encryption certificate is configured for this send port", code="encryption-cert-not-found"
+            )
+        thumbprint = normalize_thumbprint(wanted)
+        cached = self._recipients.get(thumbprint)
+        if cached is not None and not self.props.check_revocation_list and still_valid(cached):
+            return cached
+        found = self.ctx.store.recipient(thumbprint, check_crl=self.props.check_revocation_list)
+        key = found.cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise CertificateError(
+                f"encryption certificate {found.thumbprint} has a non-RSA key; only RSA key transport "
+                "is supported for enveloping",
+                code="algorithm-not-supported",
+            )
+        cert = found.cert
+        cached = Recipient(
+            found.thumbprint, key, issuer_and_serial(cert), cert.not_valid_before_utc, cert.not_valid_after_utc
+        )
+        self._recipients[thumbprint] = cached
+        return cached
+
+    def _body_part(self, message: Message) -> tuple[list[tuple[str, str]], Body]:
         cte = self.props.content_transfer_encoding
         headers = [
             ("Content-Type", mime.checked_content_type(message.content_type)),
@@ -151,26 +165,31 @@ class MimeSmimeEncoder:
             headers.append(
                 ("Content-Disposition", mime.disposition(message.header_str(H_FILENAME) or message.message_id))
             )
-        return headers, mime.encode_body(message.body, cte)
+        payload = message.body
+        if cte == "base64":
+            return headers, Body.of(payload).base64()
+        if cte == "binary":
+            return headers, Body.of(payload)
+        return headers, Body.of(mime.encode_body(payload, cte))
 
-    def _clear_signed(self, builder: pkcs7.PKCS7SignatureBuilder, signed: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    def _clear_signed(self, signer: Signer, signed: bytes, with_cert: bool) -> tuple[list[tuple[str, str]], Body]:
         # RFC 5751 §3.4.3: multipart/signed, the first part signed exactly as it is framed here.
-        options = [*self._sign_options, pkcs7.PKCS7Options.DetachedSignature]
-        signature = builder.sign(serialization.Encoding.DER, options)
+        signature = signed_data(signer, self._digest, Body.of(signed), with_cert=with_cert, detached=True)
         sig_part = mime.entity(
             [
                 ("Content-Type", 'application/pkcs7-signature; name="smime.p7s"'),
                 ("Content-Transfer-Encoding", "base64"),
                 ("Content-Disposition", 'attachment; filename="smime.p7s"'),
             ],
-            mime.b64_lines(signature),
+            mime.b64_lines(signature.materialize()),
         )
         boundary = mime.boundary_for(signed)
         content_type = (
-            f'multipart/signed; protocol="application/pkcs7-signature"; micalg={self._micalg}; boundary="{boundary}"'
+            f'multipart/signed; protocol="application/pkcs7-signature"; micalg={self._digest.micalg}; '
+            f'boundary="{boundary}"'
         )
-        body = mime.multipart(boundary, [signed, sig_part], b"This is an S/MIME signed message\r\n")
-        return [("Content-Type", content_type)], body
+        pieces = mime.multipart_chunks(boundary, [signed, sig_part], b"This is an S/MIME signed message\r\n")
+        return [("Content-Type", content_type)], Body.of(*pieces)
 
 
 def _pkcs7_part(smime_type: str) -> list[tuple[str, str]]:

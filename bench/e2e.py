@@ -1,0 +1,275 @@
+"""Real host instances through the local RabbitMQ: throughput, latency, CPU, and peak RSS at 16 MiB.
+
+    .venv/bin/python -m bench.e2e            # fuller: 2,000-message drains, 10 s paced run, 3 malloc variants
+    .venv/bin/python -m bench.e2e --quick    # ~a minute: 300-message drains, 3 s paced run, one variant
+
+Everything happens in a vhost of its own on 127.0.0.1 (deleted at the end), with `sendpipe run`
+processes started and stopped here. A drain: the instances attach and are SIGSTOPped, the host queue
+is pre-filled with N 1 KiB messages, the clock starts at SIGCONT and stops when the partner's queue
+has all N. "encoded" is send port Bench (BlobSign + AES-256, base64); "pass-through" is send port
+BenchPass, whose pipeline has no component at all: the same worker with the encoder switched off, so
+its rate is what the broker path (consume, confirmed publish, ack) allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    MIB,
+    OFF_PORT,
+    PORT,
+    Pki,
+    beam_pid,
+    busy_seconds,
+    cpu_seconds,
+    machine,
+    median,
+    percentile,
+    say,
+    status_kib,
+    table,
+    verdict,
+    write_deployment,
+)
+from bench.pipeline import build, encoder_op, pool_rate
+from bench.rig import Client, Rig, vhost
+
+KIB = 1024
+MALLOC_VARIANTS: dict[str, dict[str, str]] = {
+    "glibc defaults": {},
+    "MALLOC_ARENA_MAX=2": {"MALLOC_ARENA_MAX": "2"},
+    "mmap threshold 1 MiB (fixed)": {"MALLOC_MMAP_THRESHOLD_": str(MIB), "MALLOC_TRIM_THRESHOLD_": str(MIB)},
+}
+
+
+@dataclass(frozen=True)
+class Drain:
+    label: str
+    instances: int
+    count: int
+    seconds: float
+    worker_cores: float  # CPU seconds of all instances / wall seconds
+    broker_cores: float
+    bench_cores: float  # this process: the partner consuming the deliveries
+    other_cores: float  # everything else on the machine (other users)
+    durations_ms: list[float]  # each message's receipt-to-ack time inside the worker (its log line)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def row(self) -> list[str]:
+        return [
+            self.label,
+            str(self.instances),
+            str(self.count),
+            f"{self.rate:,.0f}",
+            f"{self.worker_cores:.2f}",
+            f"{self.broker_cores:.2f}",
+            f"{self.bench_cores:.2f}",
+            f"{self.other_cores:.2f}",
+            f"{median(self.durations_ms):.1f}",
+            f"{percentile(self.durations_ms, 99):.1f}",
+        ]
+
+
+async def drain(rig: Rig, client: Client, port: str, instances: int, count: int, env: dict[str, str]) -> Drain:
+    workers = [rig.worker(**env) for _ in range(instances)]
+    await client.wait_consumers(instances)
+    for worker in workers:
+        worker.signal(signal.SIGSTOP)
+    client.arrivals.clear()
+    await client.publish(port, os.urandom(KIB), count)
+    beam = beam_pid()
+    cpu = [cpu_seconds(w.pid) for w in workers]
+    broker = cpu_seconds(beam) if beam else 0.0
+    busy, mine = busy_seconds(), cpu_seconds(os.getpid())
+    started = time.monotonic_ns()
+    for worker in workers:
+        worker.signal(signal.SIGCONT)
+    await client.wait_arrivals(count, timeout_s=300)
+    seconds = (max(a[0] for a in client.arrivals) - started) / 1e9
+    worker_cores = sum(cpu_seconds(w.pid) - c for w, c in zip(workers, cpu, strict=True)) / seconds
+    broker_cores = (cpu_seconds(beam) - broker) / seconds if beam else 0.0
+    bench_cores = (cpu_seconds(os.getpid()) - mine) / seconds
+    other_cores = (busy_seconds() - busy) / seconds - worker_cores - broker_cores - bench_cores
+    for worker in workers:
+        worker.stop()
+    durations = [float(e["duration_ms"]) for w in workers for e in w.events("message.delivered")]
+    label = "encoded" if port == PORT else "pass-through"
+    return Drain(label, instances, count, seconds, worker_cores, broker_cores, bench_cores, other_cores, durations)
+
+
+async def latency(
+    rig: Rig, client: Client, rate: float, seconds: float, env: dict[str, str]
+) -> tuple[list[float], float]:
+    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, and the machine's
+    CPU (cores) used meanwhile by anything but the instance, the broker and this bench (other users)."""
+    worker = rig.worker(**env)
+    await client.wait_consumers(1)
+    await client.publish(PORT, os.urandom(KIB), 50)  # warm-up: first-use costs are not steady state
+    await client.wait_arrivals(50, timeout_s=60)
+    client.arrivals.clear()
+    beam, me = beam_pid(), os.getpid()
+
+    def clocks() -> list[float]:
+        return [busy_seconds(), cpu_seconds(worker.pid), cpu_seconds(beam) if beam else 0.0, cpu_seconds(me)]
+
+    before = [*clocks(), time.monotonic()]
+    sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
+    await client.wait_arrivals(sent, timeout_s=120)
+    after = [*clocks(), time.monotonic()]
+    worker.stop()
+    busy, instance, broker, bench, wall = (a - b for a, b in zip(after, before, strict=True))
+    return [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at], (busy - instance - broker - bench) / wall
+
+
+def encoder_growth(size: int) -> float:
+    """Peak RSS growth / size of a fresh process running the encoder alone on one ``size`` message
+    (the payload is allocated after the baseline, as a received message is)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.e2e", "--probe-encoder", str(size)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    return float(out.stdout.split()[-1])
+
+
+def probe_encoder(size: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="sendpipe-probe-") as tmp:
+        run = encoder_op(build(Path(tmp), Pki.make(), "rsa2048"), os.urandom(KIB))
+        run()
+        baseline = status_kib(os.getpid(), "VmHWM")
+        for _ in range(2):
+            encoder_op(build(Path(tmp) / "again", Pki.make(), "rsa2048"), os.urandom(size))()
+        say(f"{(status_kib(os.getpid(), 'VmHWM') - baseline) * KIB / size:.2f}")
+
+
+async def memory(
+    rig: Rig, client: Client, size: int, count: int, env: dict[str, str], port: str = PORT
+) -> tuple[int, int, int]:
+    """VmHWM (KiB) of a fresh instance when consuming starts and after ``count`` messages of ``size``; VmRSS."""
+    worker = rig.worker(**env)
+    await client.wait_consumers(1)
+    await asyncio.sleep(0.5)
+    baseline = status_kib(worker.pid, "VmHWM")
+    payload = os.urandom(size)
+    for _ in range(count):
+        client.arrivals.clear()
+        await client.publish(port, payload, 1)
+        await client.wait_arrivals(1, timeout_s=300)
+    peak, rss = status_kib(worker.pid, "VmHWM"), status_kib(worker.pid, "VmRSS")
+    worker.stop()
+    return baseline, peak, rss
+
+
+async def run(args: argparse.Namespace, root: Path) -> None:
+    count, paced_s, big_count = (300, 3.0, 2) if args.quick else (2000, 10.0, 4)
+    variants = list(MALLOC_VARIANTS)[:1] if args.quick else list(MALLOC_VARIANTS)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    threads = int(env.get("SENDPIPE_WORKER_THREADS", "0")) or os.cpu_count() or 1
+    pki = Pki.make()
+    config = write_deployment(root, pki)
+    pipeline = build(root / "inproc", pki, "rsa2048")
+    pool = pool_rate(encoder_op(pipeline, os.urandom(KIB)), threads, 2.0 if args.quick else 5.0)
+    say(f"in-process encoder, pool of {threads} threads, 1 KiB: {pool:,.0f} msg/s")
+    with vhost() as url:
+        rig = Rig(root, config, url)
+        client = await Client.open(url)
+        try:
+            rig.worker(**env)  # declares the topology, then goes
+            await client.wait_consumers(1)
+            rig.close()
+            drains = [await drain(rig, client, port, n, count, env) for port in (PORT, OFF_PORT) for n in (1, 2)]
+            for d in drains:
+                say(f"  drain {d.label} x{d.instances}: {d.rate:,.0f} msg/s")
+            rate = drains[0].rate / 2
+            lat, other = await latency(rig, client, rate, paced_s, env)
+            say(f"  paced {rate:,.0f} msg/s: p50 {median(lat):.1f} ms, p99 {percentile(lat, 99):.1f} ms")
+            mem: list[tuple[str, int, int, int]] = []
+            for name in variants:
+                base, peak, rss = await memory(rig, client, 16 * MIB, big_count, {**env, **MALLOC_VARIANTS[name]})
+                mem.append((name, base, peak, rss))
+                say(f"  16 MiB x{big_count}, {name}: VmHWM {base / 1024:.0f} -> {peak / 1024:.0f} MiB")
+            base, peak, rss = await memory(rig, client, 16 * MIB, big_count, env, OFF_PORT)
+            mem.append(("encoder off (BenchPass), glibc defaults", base, peak, rss))
+        finally:
+            await client.close()
+            rig.close()
+    alone = encoder_growth(16 * MIB)
+    say(f"  encoder alone, in-process, 16 MiB: peak RSS growth {alone:.2f}x payload")
+    report(args, threads, pool, drains, (rate, lat, other), mem, big_count, alone)
+
+
+def report(
+    args: argparse.Namespace,
+    threads: int,
+    pool: float,
+    drains: list[Drain],
+    paced: tuple[float, list[float], float],
+    mem: list[tuple[str, int, int, int]],
+    big_count: int,
+    alone: float,
+) -> None:
+    one, two, off = drains[0], drains[1], drains[2]
+    rate, lat, other = paced
+    head = ["run", "instances", "messages", "msg/s", "workers CPU (cores)", "broker CPU", "bench CPU", "other CPU"]
+    head += ["in-worker p50 ms", "p99 ms"]
+    title = f"e2e drains, 1 KiB, {threads} pipeline threads per instance (env: {' '.join(args.env) or 'defaults'})"
+    table(title, head, [d.row() for d in drains])
+    mem_rows = []
+    for name, base, peak, rss in mem:
+        growth = (peak - base) / 16 / 1024
+        sizes = [f"{base / 1024:.0f}", f"{peak / 1024:.0f}", f"{rss / 1024:.0f}"]
+        mem_rows.append([name, str(big_count), *sizes, f"{growth:.2f}", verdict(growth, 4.0, at_most=True)])
+    head = ["malloc", "messages", "VmHWM before MiB", "after MiB", "VmRSS after MiB", "growth / payload", "<=4"]
+    table("16 MiB messages: peak RSS growth of one instance (VmHWM after vs when consuming started)", head, mem_rows)
+    bound = min(pool, off.rate)
+    p99 = percentile(lat, 99)
+    growth = (mem[0][2] - mem[0][1]) / 16 / 1024
+    targets = [
+        ("e2e 1 instance vs min(pool, pass-through)", f"{one.rate:,.0f} / {bound:,.0f}", one.rate / bound, 0.8),
+        ("2 instances vs 1", f"{two.rate:,.0f} / {one.rate:,.0f}", two.rate / one.rate, 1.6),
+    ]
+    rows = [
+        [name, measured, f"{ratio:.2f}", f">= {need}", verdict(ratio, need)] for name, measured, ratio, need in targets
+    ]
+    measured = f"{p99:.1f} ms (p50 {median(lat):.1f})"
+    rows.append([f"p99 latency at {rate:,.0f} msg/s (half of max), 1 KiB", measured, f"{p99 / 20:.2f}", "<= 20 ms"])
+    rows[-1].append(verdict(p99, 20.0, at_most=True))
+    rows.append(["16 MiB peak RSS growth (glibc defaults)", f"{growth:.2f}x payload", f"{growth / 4:.2f}", "<= 4x"])
+    rows[-1].append(verdict(growth, 4.0, at_most=True))
+    table("targets", ["target", "measured", "ratio to bound", "required", ""], rows)
+    say(f"encoder alone (in-process, fresh process, input counted): {alone:.2f}x payload")
+    say(f"other CPU during the paced run: {other:.2f} cores (not the instance, broker or bench: other users)")
+    say(f"pass-through: 1 instance {off.rate:,.0f} msg/s, 2 instances {drains[3].rate:,.0f} msg/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute: fewer messages, one malloc variant")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every worker"
+    )
+    parser.add_argument("--probe-encoder", type=int, metavar="BYTES", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe_encoder:
+        probe_encoder(args.probe_encoder)
+        return 0
+    say(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="sendpipe-e2e-") as tmp:
+        asyncio.run(run(args, Path(tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

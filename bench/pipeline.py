@@ -1,0 +1,226 @@
+"""The MIME/SMIME encoder in-process vs the bare-primitives floor, the PKCS7 builders and `openssl cms`.
+
+    .venv/bin/python -m bench.pipeline            # fuller: 7 interleaved rounds, openssl 5x per case
+    .venv/bin/python -m bench.pipeline --quick    # seconds: 3 rounds, openssl 2x
+
+Every case is BlobSign + AES-256 enveloping to an RSA-2048 recipient, base64 body part, signed by
+RSA-2048 or EC P-256. Columns (msg/s, one thread, best round of interleaved rounds):
+  floor      bare primitives over the payload: SHA-256, one sign, one RSA encrypt, AES-256-CBC
+  encoder    the send port's pipeline as a host instance runs it (worker.stages.registry.build_pipeline)
+  format     what the S/MIME layout itself costs in C: floor, but SHA over the base64 body part, AES over
+             the base64 signed-data, plus binascii base64 of the three layers (no line breaks, no framing)
+  builders   cryptography's PKCS7 builders, DER sign then DER encrypt of the raw payload (no MIME)
+  openssl    `openssl cms -sign` then `openssl cms -encrypt` subprocesses per message (SMIME in and out)
+"""
+
+from __future__ import annotations
+
+import argparse
+import binascii
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from bench.common import ACCOUNT, KIB, MIB, PORT, Pair, Pki, machine, say, size_name, table, verdict, write_deployment
+from worker.config import load_config
+from worker.message import Message
+from worker.stages import Pipeline
+from worker.stages.registry import build_pipeline
+from worker.store import CertificateStore
+
+SIZES = (KIB, 64 * KIB, MIB, 16 * MIB)
+SIGNERS = ("rsa2048", "ec-p256")
+TARGET = 0.9  # encoder >= 0.9x the floor at every size
+Op = Callable[[], object]
+
+
+def _sign(signer: Pair, digest: bytes) -> bytes:
+    key = signer.key
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    return key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+
+def _aes(data: bytes) -> None:
+    encryptor = Cipher(algorithms.AES256(os.urandom(32)), modes.CBC(os.urandom(16))).encryptor()
+    pad = 16 - len(data) % 16
+    encryptor.update(data)
+    encryptor.update(bytes((pad,)) * pad)
+    encryptor.finalize()
+
+
+def floor_op(signer: Pair, partner: rsa.RSAPublicKey, payload: bytes) -> Op:
+    """1 sign + 1 RSA encrypt + SHA-256 + AES-256-CBC over the payload, with cryptography's primitives."""
+
+    def run() -> None:
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(payload)
+        _sign(signer, digest.finalize())
+        partner.encrypt(os.urandom(32), padding.PKCS1v15())
+        _aes(payload)
+
+    return run
+
+
+def format_op(signer: Pair, partner: rsa.RSAPublicKey, payload: bytes) -> Op:
+    """The floor over the sizes the S/MIME layers have, plus base64 of each layer (binascii, one call each)."""
+
+    def run() -> None:
+        body = binascii.b2a_base64(payload, newline=False)
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(body)
+        _sign(signer, digest.finalize())
+        signed = binascii.b2a_base64(body, newline=False)  # ~ the base64 signed-data
+        partner.encrypt(os.urandom(32), padding.PKCS1v15())
+        encryptor = Cipher(algorithms.AES256(os.urandom(32)), modes.CBC(os.urandom(16))).encryptor()
+        cipher = encryptor.update(signed)
+        binascii.b2a_base64(cipher, newline=False)
+
+    return run
+
+
+def builders_op(signer: Pair, partner: Pair, payload: bytes) -> Op:
+    sign_options = [pkcs7.PKCS7Options.Binary]
+
+    def run() -> None:
+        der = (
+            pkcs7.PKCS7SignatureBuilder()
+            .set_data(payload)
+            .add_signer(signer.cert, signer.key, hashes.SHA256())
+            .sign(serialization.Encoding.DER, sign_options)
+        )
+        pkcs7.PKCS7EnvelopeBuilder().set_data(der).add_recipient(partner.cert).set_content_encryption_algorithm(
+            algorithms.AES256
+        ).encrypt(serialization.Encoding.DER, sign_options)
+
+    return run
+
+
+def encoder_op(pipeline: Pipeline, payload: bytes) -> Op:
+    def run() -> None:
+        pipeline.run(Message(body=payload, message_id="bench", send_port=PORT))
+
+    return run
+
+
+def openssl_op(work: Path, payload: bytes) -> Op:
+    source = work / "payload.bin"
+    source.write_bytes(payload)
+    signed, out = work / "signed.eml", work / "out.eml"
+    sign = ["openssl", "cms", "-sign", "-binary", "-nodetach", "-md", "sha256", "-signer", str(work / "signer.pem")]
+    sign += ["-inkey", str(work / "signer.key"), "-in", str(source), "-outform", "SMIME", "-out", str(signed)]
+    encrypt = ["openssl", "cms", "-encrypt", "-binary", "-aes256", "-in", str(signed), "-outform", "SMIME"]
+    encrypt += ["-out", str(out), str(work / "partner.pem")]
+
+    def run() -> None:
+        subprocess.run(sign, check=True, capture_output=True)
+        subprocess.run(encrypt, check=True, capture_output=True)
+
+    return run
+
+
+def measure(ops: dict[str, Op], rounds: int, budget_s: float) -> dict[str, float]:
+    """Seconds per operation: batches of each op interleaved round by round, the best round's mean kept
+    (the machine is shared: the minimum is the least disturbed)."""
+    batch: dict[str, int] = {}
+    for name, op in ops.items():
+        started = time.perf_counter()
+        op()  # warm-up, and the batch size from it
+        batch[name] = max(1, int(budget_s / max(time.perf_counter() - started, 1e-6)))
+    best = dict.fromkeys(ops, float("inf"))
+    for _ in range(rounds):
+        for name, op in ops.items():
+            started = time.perf_counter()
+            for _ in range(batch[name]):
+                op()
+            best[name] = min(best[name], (time.perf_counter() - started) / batch[name])
+    return best
+
+
+def pool_rate(op: Op, threads: int, seconds: float) -> float:
+    """Messages per second of ``op`` run by a pool of ``threads``, as a host instance runs its pipeline."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: op(), range(threads * 2)))  # warm the threads
+        started, done = time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            list(pool.map(lambda _: op(), range(threads * 4)))
+            done += threads * 4
+        return done / (time.perf_counter() - started)
+
+
+def build(root: Path, pki: Pki, signer: str) -> Pipeline:
+    config = write_deployment(root, pki, signer)
+    store = CertificateStore.open(root / "stores", ACCOUNT)
+    return build_pipeline(load_config(config), PORT, store)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="seconds, not a minute: fewer rounds and runs")
+    parser.add_argument("--no-openssl", action="store_true", help="skip the openssl cms subprocess column")
+    parser.add_argument("--signers", nargs="+", default=list(SIGNERS), choices=SIGNERS)
+    args = parser.parse_args(argv)
+    rounds, budget, peer_runs = (3, 0.05, 2) if args.quick else (7, 0.25, 5)
+    say(f"machine: {machine()}")
+    pki = Pki.make()
+    partner_key = pki.partner.key.public_key()
+    assert isinstance(partner_key, rsa.RSAPublicKey)
+    rows: list[list[str]] = []
+    with tempfile.TemporaryDirectory(prefix="sendpipe-bench-") as tmp:
+        for signer_name in args.signers:
+            root = Path(tmp) / signer_name
+            pipeline = build(root, pki, signer_name)
+            signer = pki.signers[signer_name]
+            signer.write(root / "signer.pem", root / "signer.key")
+            pki.partner.write(root / "partner.pem", root / "partner.key")
+            for size in SIZES:
+                payload = os.urandom(size)
+                ops = {
+                    "floor": floor_op(signer, partner_key, payload),
+                    "encoder": encoder_op(pipeline, payload),
+                    "format": format_op(signer, partner_key, payload),
+                    "builders": builders_op(signer, pki.partner, payload),
+                }
+                t = measure(ops, rounds, budget)
+                peer = float("nan")
+                if not args.no_openssl:
+                    t_peer = measure({"openssl": openssl_op(root, payload)}, 1, 0.0)  # warm-up + 1 run
+                    t_peer = measure({"openssl": openssl_op(root, payload)}, peer_runs, 0.0)
+                    peer = t_peer["openssl"]
+                rate = {k: 1 / v for k, v in t.items()}
+                ratio = rate["encoder"] / rate["floor"]
+                rows.append(
+                    [
+                        signer_name,
+                        size_name(size),
+                        f"{rate['floor']:,.1f}",
+                        f"{rate['encoder']:,.1f}",
+                        f"{ratio:.2f}",
+                        verdict(ratio, TARGET),
+                        f"{rate['format']:,.1f}",
+                        f"{rate['encoder'] / rate['format']:.2f}",
+                        f"{rate['builders']:,.1f}",
+                        f"{1 / peer:,.1f}" if not math.isnan(peer) else "-",
+                        f"{rate['encoder'] * peer:.1f}" if not math.isnan(peer) else "-",
+                    ]
+                )
+                say(f"  {signer_name} {size_name(size)}: floor {rate['floor']:,.1f}/s encoder {rate['encoder']:,.1f}/s")
+    head = ["signer", "size", "floor/s", "encoder/s", "enc/floor", f">={TARGET}", "format/s", "enc/format"]
+    head += ["builders/s", "openssl/s", "enc/openssl"]
+    table("pipeline: messages per second, one thread (BlobSign + AES-256 to RSA-2048, base64)", head, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""The e2e bench's equipment: a vhost of its own, real `sendpipe run` processes, a producer and a partner.
+
+Benches may use aio-pika directly (the worker's code keeps it to worker/broker.py): the producer
+pre-fills or paces ``sendpipe.outbound``, the partner consumes everything on ``sendpipe.delivery``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from bench.common import ACCOUNT, HOST
+
+BROKER = "amqp://guest:guest@127.0.0.1:5672"
+SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
+SENT = "bench-sent-ns"  # header: the producer's monotonic clock at publish; headers pass through to delivery
+
+
+def _ctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def vhost() -> Iterator[str]:
+    """A fresh vhost (SPEC's names are fixed, so isolation is per vhost), deleted afterwards."""
+    name = f"sendpipe-bench-{uuid.uuid4().hex[:10]}"
+    _ctl("add_vhost", name)
+    try:
+        _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"{BROKER}/{name}"
+    finally:
+        _ctl("delete_vhost", name)
+
+
+@dataclass
+class Worker:
+    """One host instance (`sendpipe run`), its JSON log in a file."""
+
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([SENDPIPE, "run"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        found = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") == name:
+                    found.append(event)
+        return found
+
+    def wait_for(self, event: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.events(event):
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+                raise RuntimeError(f"worker gave no {event} within {timeout_s}s; log tail:\n{tail}")
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class Rig:
+    """A deployment on disk, a vhost, and every worker started (all stopped by ``close``)."""
+
+    root: Path
+    config: Path
+    url: str
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, **extra: str) -> Worker:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SENDPIPE_")}
+        env.update(
+            SENDPIPE_AMQP_URL=self.url,
+            SENDPIPE_CONFIG=str(self.config),
+            SENDPIPE_HOST=HOST,
+            SENDPIPE_HOST_INSTANCE=f"bench-{len(self.workers)}",
+            SENDPIPE_SERVICE_ACCOUNT=ACCOUNT,
+            SENDPIPE_STORE_ROOT=str(self.root / "stores"),
+            SENDPIPE_LOG_FORMAT="json",
+            SENDPIPE_STATS_INTERVAL_S="3600",
+            SENDPIPE_RELOAD_INTERVAL_S="3600",
+        )
+        env.update(extra)
+        worker = Worker(env, self.root / f"worker-{len(self.workers)}.log").start()
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+class Client:
+    """Producer and partner in one connection: publish to outbound, timestamp what arrives on delivery."""
+
+    def __init__(self, conn: AbstractConnection, channel: AbstractChannel) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.arrivals: list[tuple[int, int, int]] = []  # (arrival ns, sent ns, body size)
+        self.changed = asyncio.Event()
+
+    @classmethod
+    async def open(cls, url: str) -> Client:
+        conn = await aio_pika.connect(url)
+        channel = await conn.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=1000)
+        client = cls(conn, channel)
+        exchange = await channel.declare_exchange("sendpipe.delivery", aio_pika.ExchangeType.TOPIC, durable=True)
+        # A partner's inbox as SPEC's own queues are: durable, quorum.
+        queue = await channel.declare_queue("bench.partner", durable=True, arguments={"x-queue-type": "quorum"})
+        await queue.bind(exchange, routing_key="#")
+        await queue.consume(client._arrived, no_ack=True)
+        return client
+
+    async def _arrived(self, message: AbstractIncomingMessage) -> None:
+        sent = (message.headers or {}).get(SENT)
+        self.arrivals.append((time.monotonic_ns(), sent if isinstance(sent, int) else 0, len(message.body)))
+        self.changed.set()
+
+    async def wait_consumers(self, count: int, timeout_s: float = 60) -> None:
+        """Until ``count`` consumers are attached to the host queue (independent of the log level)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):  # queue not declared yet
+                channel = await self.conn.channel()
+                try:
+                    queue = await channel.declare_queue(f"sendpipe.host.{HOST}", passive=True)
+                    if (queue.declaration_result.consumer_count or 0) >= count:
+                        return
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} consumers on the host queue after {timeout_s}s")
+            await asyncio.sleep(0.1)
+
+    async def wait_arrivals(self, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.arrivals) < count:
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(self.arrivals)} of {count} deliveries within {timeout_s}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+
+    async def publish(self, port: str, body: bytes, count: int, window: int = 256) -> None:
+        """``count`` messages with confirms, ``window`` outstanding at a time (pipelined, not one by one)."""
+        exchange = await self.channel.get_exchange("sendpipe.outbound")
+        for start in range(0, count, window):
+            await asyncio.gather(*(self._one(exchange, port, body) for _ in range(min(window, count - start))))
+
+    async def paced(self, port: str, body: bytes, rate: float, seconds: float) -> int:
+        """Publish at ``rate`` msg/s for ``seconds``; confirms are awaited in the background."""
+        exchange = await self.channel.get_exchange("sendpipe.outbound")
+        pending: set[asyncio.Task[None]] = set()
+        started, sent = time.monotonic(), 0
+        while (now := time.monotonic()) - started < seconds:
+            due = int((now - started) * rate) + 1
+            for _ in range(due - sent):
+                task = asyncio.create_task(self._one(exchange, port, body))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            sent = max(sent, due)
+            await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        if pending:
+            await asyncio.gather(*pending)
+        return sent
+
+    async def _one(self, exchange: aio_pika.abc.AbstractExchange, port: str, body: bytes) -> None:
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex,
+            headers={SENT: time.monotonic_ns()},
+        )
+        await exchange.publish(message, routing_key=port)
+
+    async def close(self) -> None:
+        await self.conn.close()
