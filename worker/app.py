@@ -164,11 +164,15 @@ class HostInstance:
             with contextlib.suppress(*broker.CONNECTION_ERRORS):
                 await asyncio.shield(inbound.requeue())
             raise
-        except _UNSETTLED as exc:
-            # Could not settle (connection gone, or the suspend/retry publish failed): leave the
-            # message to the broker, which redelivers it; never ack what is not safely elsewhere.
+        except Exception as exc:
+            # Could not settle (connection gone, the suspend/retry publish failed, or a bug): leave
+            # the message to the broker, which redelivers it; never ack what is not safely elsewhere.
+            # The quorum queue's delivery limit ends a message that can never be settled.
             self.stats.finished(None, 0.0)
-            log.warning("message.unsettled", error=type(exc).__name__, detail=str(exc)[:200])
+            if isinstance(exc, _UNSETTLED):
+                log.warning("message.unsettled", error=type(exc).__name__, detail=str(exc)[:200])
+            else:
+                log.exception("message.unsettled", error=type(exc).__name__)
             await self._requeue_later(inbound)
             return
         duration_ms = (time.perf_counter() - started) * 1000
@@ -189,6 +193,13 @@ class HostInstance:
     async def _process(self, session: Session, inbound: Inbound, message_id: str, port: str) -> Outcome:
         runtime = self.runtime  # one snapshot for the whole message, even if a reload swaps it
         try:
+            if broker.header_bytes(inbound.headers) > self.inst.max_header_bytes:
+                raise MessageError(
+                    f"the message's headers exceed SENDPIPE_MAX_HEADER_BYTES ({self.inst.max_header_bytes}) "
+                    "encoded; they could not be forwarded in one AMQP frame",
+                    code="headers-too-large",
+                    stage="receive",
+                )
             if len(inbound.body) > self.inst.max_message_bytes:
                 raise MessageError(
                     f"message of {len(inbound.body)} bytes exceeds SENDPIPE_MAX_MESSAGE_BYTES "
@@ -242,7 +253,9 @@ class HostInstance:
                         code="retries-exhausted",
                         stage=err.stage,
                     )
-                out = routing.suspension(inbound.body, inbound.headers, err, port, attempt, self.me)
+                # Headers too large to forward are dropped from the suspended copy (only ours remain).
+                kept = {} if err.code == "headers-too-large" else inbound.headers
+                out = routing.suspension(inbound.body, kept, err, port, attempt, self.me)
                 await session.publish(broker.SUSPENDED, out, original=inbound, stage="suspend")
                 outcome = Outcome("message.suspended", error=err)
         await inbound.ack()

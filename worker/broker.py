@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
+import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
+import pamqp.encode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -193,10 +196,7 @@ class Session:
             target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
             self._exchanges[exchange] = target
         props = _properties_of(original) if original is not None else {}
-        props.update(
-            headers=dict(message.headers),
-            delivery_mode=DeliveryMode.PERSISTENT,
-        )
+        props.update(headers=_encodable(message.headers), delivery_mode=DeliveryMode.PERSISTENT)
         for name in ("message_id", "correlation_id", "content_type"):
             value = getattr(message, name)
             if value is not None:
@@ -258,7 +258,14 @@ async def connect(settings: BrokerSettings, *, name: str, prefetch_count: int = 
             heartbeat=settings.heartbeat_s,
         )
     except CONNECTION_ERRORS as exc:
-        raise TransientError(f"cannot connect to the broker: {type(exc).__name__}", code="broker-unavailable") from exc
+        # Say why (refused, TLS verification, authentication) without ever echoing the URL's password.
+        reason = str(exc)
+        password = urlsplit(url).password
+        if password:
+            reason = reason.replace(password, "***")
+        raise TransientError(
+            f"cannot connect to the broker: {type(exc).__name__}: {reason[:300]}", code="broker-unavailable"
+        ) from exc
     session = Session(settings, conn)
     try:
         await session.open(prefetch_count)
@@ -266,6 +273,26 @@ async def connect(settings: BrokerSettings, *, name: str, prefetch_count: int = 
         await conn.close()
         raise
     return session
+
+
+def header_bytes(headers: Mapping[str, Any]) -> int:
+    """Encoded size of a header table: the content header frame must fit in the negotiated frame_max."""
+    try:
+        return len(pamqp.encode.field_table(_encodable(headers)))
+    except (TypeError, ValueError, struct.error):
+        return 1 << 30  # not encodable at all: as good as too large
+
+
+def _encodable(value: Any) -> Any:
+    # pamqp decodes a non-UTF-8 long string to bytes but cannot encode bytes again; AMQP's byte
+    # array ('x') carries the same octets (what .NET and Java clients send for byte[] values).
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, Mapping):
+        return {k: _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    return value
 
 
 def _inbound(raw: AbstractIncomingMessage) -> Inbound:

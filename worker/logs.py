@@ -56,9 +56,10 @@ def configure(log_format: str = "json", level: str = "info", stream: TextIO | No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # aiormq logs every frame at debug; keep the libraries at warning unless asked for debug.
-    for name in ("aio_pika", "aiormq"):
-        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
+    # aiormq and aio-pika log every frame and message (payload bytes included) at debug: never go
+    # below INFO for them, whatever the level, so no payload can reach a log line.
+    for name in ("aio_pika", "aiormq", "pamqp"):
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
 
 
 def get(name: str = "sendpipe", **bound: Any) -> Any:

@@ -56,7 +56,7 @@ def port_of(exchange: str, routing_key: str, headers: Mapping[str, Any]) -> str:
     if exchange == OUTBOUND:
         return routing_key
     value = headers.get("sendpipe-send-port")
-    return value.decode() if isinstance(value, bytes) else str(value or routing_key)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or routing_key)
 
 
 def prior_attempts(exchange: str, headers: Mapping[str, Any]) -> int:

@@ -65,6 +65,8 @@ class InstanceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_threads: int = Field(default=0, ge=0)  # 0: one per core
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Input headers plus ours must fit one AMQP frame (frame_max, 128 KiB by default) when republished.
+    max_header_bytes: int = Field(default=64 * 1024, gt=0, le=120 * 1024)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     expiry_warning_days: int = Field(default=30, ge=0)
     reload_interval_s: float = Field(default=10.0, gt=0)

@@ -20,12 +20,13 @@ from worker.store import CertificateStore
 _DAY_S = 24 * 3600.0
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
+    # ctime and mode too: a chmod (a key file made world-readable) must be noticed like an edit.
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode)
 
 
 def store_fingerprint(store_dir: Path) -> tuple[object, ...]:
