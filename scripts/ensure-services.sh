@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Make sure what the tests need is here: the openssl CLI (interop checks) and a running RabbitMQ.
+# Make sure what the tests need is here: the openssl CLI (interop checks), strace, and a running RabbitMQ.
 set -euo pipefail
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v rabbitmqctl >/dev/null || need_apt+=(rabbitmq-server)
+command -v strace >/dev/null || need_apt+=(strace)  # the security test traces which files an instance opens
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
