@@ -79,7 +79,9 @@ class HostInstance:
                     failures += 1
                     delay = min(self.brk.reconnect_max_s, self.brk.reconnect_initial_s * 2**failures)
                     delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-                    self.log.warning("broker.unavailable", error_code=exc.code, retry_in_s=round(delay, 2))
+                    self.log.warning(
+                        "broker.unavailable", error_code=exc.code, error=exc.message, retry_in_s=round(delay, 2)
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
                     continue

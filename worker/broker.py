@@ -38,6 +38,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     aiormq.exceptions.AMQPError,
+    # A RuntimeError, not an AMQPError: raised when publishing on a channel the broker just closed.
+    aiormq.exceptions.ChannelInvalidStateError,
     aio_pika.exceptions.AMQPException,
 )
 
