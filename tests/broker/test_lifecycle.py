@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import subprocess
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import aio_pika
 from conftest import Client, Deployment
 
-N = 300
+N = 1000  # enough that an instance is still busy when the fault lands (it does ~300-600/s here)
 
 
 async def _publish_many(client: Client, n: int, prefix: str) -> list[str]:
@@ -19,6 +20,15 @@ async def _publish_many(client: Client, n: int, prefix: str) -> list[str]:
     for mid in ids:
         await client.publish("Orders", f"payload {mid}".encode(), message_id=mid)
     return ids
+
+
+async def _fill_paused(worker: Any, client: Client, prefix: str) -> list[str]:
+    """Publish N while the instance is stopped (SIGSTOP), so the fault always hits it with a full queue."""
+    worker.signal(signal.SIGSTOP)
+    try:
+        return await _publish_many(client, N, prefix)
+    finally:
+        worker.signal(signal.SIGCONT)
 
 
 async def _wait_count(client: Client, queue: str, at_least: int, timeout_s: float = 60) -> int:
@@ -50,7 +60,7 @@ async def test_sigterm_under_load_drains_and_loses_nothing(
     capture = await client.capture()
     first = workers(deployment.env(vhost, "svc-a", SENDPIPE_DRAIN_TIMEOUT_S="10"))
     first.wait_for("consumer.started")
-    published = await _publish_many(client, N, "t")
+    published = await _fill_paused(first, client, "t")
     await _wait_count(client, capture.name, 30)
     first.signal()
     assert first.wait(30) == 0  # drained and exited cleanly
@@ -76,7 +86,7 @@ async def test_killed_connections_are_recovered_and_processing_continues(
     capture = await client.capture()
     worker = workers(deployment.env(vhost, "svc-a", SENDPIPE_PREFETCH_COUNT="8"))
     worker.wait_for("consumer.started")
-    published = await _publish_many(client, N, "k")
+    published = await _fill_paused(worker, client, "k")
     await _wait_count(client, capture.name, 40)
     started = time.monotonic()
     name = vhost.rsplit("/", 1)[1]

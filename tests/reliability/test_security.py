@@ -304,11 +304,12 @@ def _child_of(pid: int) -> int:
     return int(children[0])
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 async def test_an_instance_never_opens_another_accounts_store(
     vhost: str, deployment: Any, client: Any, pki: TestPKI, tmp_path: Path
 ) -> None:
     """strace every file syscall of a running instance (start, messages, overrides, hot reload)."""
+    # Not a skip: `make test` installs strace (scripts/ensure-services.sh); without it this proves nothing.
+    assert shutil.which("strace"), "strace is required (scripts/ensure-services.sh installs it)"
     only_b = _other_partner(pki)
     write_other_people(deployment.store_root, "svc-b", "only-b", only_b)
     # Poison: were svc-b's store ever parsed by svc-a's instance, this loose key would be reported.
@@ -447,10 +448,10 @@ def _can_unshare() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs root and mount namespaces (unshare -m) for a private /run")
 def test_store_password_from_run_secrets(deployment: Any, tmp_path: Path) -> None:
     """Docker secrets: /run/secrets/sendpipe_store_password, in a private mount namespace (the host's /run is
     untouched)."""
+    assert _can_unshare(), "needs root and mount namespaces (unshare -m) for a private /run, as CI has"
     env = deployment.env("amqp://guest:guest@127.0.0.1:5672/", "svc-a")
     del env["SENDPIPE_STORE_PASSWORD"]
     secret = tmp_path / "secret"
