@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from worker import broker, routing
+from worker import broker, routing, topology
 from worker.broker import Inbound, Session
 from worker.config import Config
 from worker.errors import MessageError, SendpipeError, TransientError
@@ -97,9 +97,9 @@ class HostInstance:
     async def _serve(self, session: Session, stop: asyncio.Event) -> None:
         try:
             await self.declare(session)
-            await session.consume(broker.host_queue(self.host), lambda m: self._spawn(session, m))
+            await session.consume(topology.host_queue(self.host), lambda m: self._spawn(session, m))
             self.session = session
-            self.log.info("consumer.started", queue=broker.host_queue(self.host), prefetch_count=self.prefetch)
+            self.log.info("consumer.started", queue=topology.host_queue(self.host), prefetch_count=self.prefetch)
             stopping = asyncio.create_task(stop.wait())
             waiters: list[asyncio.Future[Any]] = [stopping, session.closed]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -226,7 +226,7 @@ class HostInstance:
             )
             result = await asyncio.get_running_loop().run_in_executor(self._pool, pipeline.run, message)
             delivery_key = runtime.config.send_ports[port].delivery_key
-            await session.publish(broker.DELIVERY, routing.delivery(result, pipeline.name, delivery_key, self.me))
+            await session.publish(topology.DELIVERY, routing.delivery(result, pipeline.name, delivery_key, self.me))
             return Outcome("message.delivered", result=result)
         except SendpipeError as exc:
             if type(exc) is TransientError:
@@ -244,7 +244,7 @@ class HostInstance:
         if err is not None:
             send_port = self.runtime.config.send_ports.get(port)
             if err.transient and send_port is not None and attempt <= send_port.retry_count:
-                queue = broker.retry_queue(self.host, send_port.retry_interval_s)
+                queue = topology.retry_queue(self.host, send_port.retry_interval_s)
                 out = routing.retry(inbound.body, inbound.headers, queue, port, attempt, err)
                 await session.publish("", out, original=inbound, stage="retry")
                 outcome = Outcome("message.retry_scheduled", error=err)
@@ -258,7 +258,7 @@ class HostInstance:
                 # Headers too large to forward are dropped from the suspended copy (only ours remain).
                 kept = {} if err.code == "headers-too-large" else inbound.headers
                 out = routing.suspension(inbound.body, kept, err, port, attempt, self.me)
-                await session.publish(broker.SUSPENDED, out, original=inbound, stage="suspend")
+                await session.publish(topology.SUSPENDED, out, original=inbound, stage="suspend")
                 outcome = Outcome("message.suspended", error=err)
         await inbound.ack()
         return outcome

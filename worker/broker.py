@@ -23,15 +23,10 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 
+from worker import topology as t
 from worker.errors import DeliveryFailed, TransientError
 from worker.settings import BrokerSettings
 
-OUTBOUND = "sendpipe.outbound"
-DELIVERY = "sendpipe.delivery"
-SUSPENDED = "sendpipe.suspended"
-# A quorum queue counts deliveries; a message that keeps killing its consumer (crash, OOM) is
-# dead-lettered to the suspended queue after this many tries instead of looping forever.
-DELIVERY_LIMIT = 20
 # The broker-side errors a reconnect can cure (connection refused/reset, channel closed, timeouts).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
@@ -42,24 +37,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelInvalidStateError,
     aio_pika.exceptions.AMQPException,
 )
-
-
-def host_queue(host: str) -> str:
-    return f"sendpipe.host.{host}"
-
-
-def suspended_queue(host: str) -> str:
-    return f"sendpipe.suspended.{host}"
-
-
-def retry_queue(host: str, interval_s: float) -> str:
-    return f"sendpipe.retry.{host}.{round(interval_s * 1000)}ms"
-
-
-def _quorum(**extra: Any) -> dict[str, Any]:
-    # At-least-once dead lettering (RabbitMQ 3.10+) needs reject-publish overflow: a dead-lettered
-    # message is only dropped from the source once the target confirmed it.
-    return {"x-queue-type": "quorum", "x-overflow": "reject-publish", **extra}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,39 +111,17 @@ class Session:
     async def declare(self, host: str, port_names: Sequence[str], retry_intervals_s: Sequence[float]) -> None:
         """SPEC topology for one host, idempotent; all durable, queues quorum."""
         ch = self._channel(self._publish)
-        outbound = await ch.declare_exchange(OUTBOUND, aio_pika.ExchangeType.DIRECT, durable=True)
-        await ch.declare_exchange(DELIVERY, aio_pika.ExchangeType.TOPIC, durable=True)
-        suspended = await ch.declare_exchange(SUSPENDED, aio_pika.ExchangeType.DIRECT, durable=True)
-        susp_q = await ch.declare_queue(suspended_queue(host), durable=True, arguments=_quorum())
+        outbound = await ch.declare_exchange(t.OUTBOUND, aio_pika.ExchangeType.DIRECT, durable=True)
+        await ch.declare_exchange(t.DELIVERY, aio_pika.ExchangeType.TOPIC, durable=True)
+        suspended = await ch.declare_exchange(t.SUSPENDED, aio_pika.ExchangeType.DIRECT, durable=True)
+        susp_q = await ch.declare_queue(t.suspended_queue(host), durable=True, arguments=t.suspended_queue_args())
         await susp_q.bind(suspended, routing_key=host)
-        queue = await ch.declare_queue(
-            host_queue(host),
-            durable=True,
-            arguments=_quorum(
-                **{
-                    "x-delivery-limit": DELIVERY_LIMIT,
-                    "x-dead-letter-exchange": SUSPENDED,
-                    "x-dead-letter-routing-key": host,
-                    "x-dead-letter-strategy": "at-least-once",
-                }
-            ),
-        )
+        queue = await ch.declare_queue(t.host_queue(host), durable=True, arguments=t.host_queue_args(host))
         for name in port_names:
             await queue.bind(outbound, routing_key=name)
         for interval in sorted(set(retry_intervals_s)):
-            # The retry is held by the broker (survives restarts): a TTL queue that dead-letters
-            # back into the host queue when the interval has passed.
             await ch.declare_queue(
-                retry_queue(host, interval),
-                durable=True,
-                arguments=_quorum(
-                    **{
-                        "x-message-ttl": round(interval * 1000),
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": host_queue(host),
-                        "x-dead-letter-strategy": "at-least-once",
-                    }
-                ),
+                t.retry_queue(host, interval), durable=True, arguments=t.retry_queue_args(host, interval)
             )
 
     async def consume(self, queue_name: str, handler: Handler) -> None:

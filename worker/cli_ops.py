@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker import bootstrap, broker, settings, suspended
+from worker import bootstrap, broker, settings, suspended, topology
 from worker.errors import SendpipeError
 from worker.preflight import Finding, preflight
 from worker.settings import BrokerSettings, InstanceSettings
@@ -135,7 +135,7 @@ async def _send(brk: BrokerSettings, args: argparse.Namespace) -> int:
                 content_type=args.content_type,
                 headers={"sendpipe-filename": path.name},
             )
-            await session.publish(broker.OUTBOUND, out)
+            await session.publish(topology.OUTBOUND, out)
             print(f"sent {path} as {message_id} to port {args.port}")
     finally:
         await session.close()

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.broker import OUTBOUND, Outbound
+from worker.broker import Outbound
 from worker.errors import SendpipeError
 from worker.message import Message
+from worker.topology import OUTBOUND
 
 # Our retry bookkeeping, and the headers we set on the way out: never taken over from the input.
 RETRY_HEADERS = frozenset({"sendpipe-attempts", "sendpipe-last-error-code"})

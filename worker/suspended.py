@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker import broker, routing
+from worker import routing, topology
 from worker.broker import Inbound, Outbound, Session
 
 # Headers that described the failure; a resumed message starts afresh without them.
@@ -80,7 +80,7 @@ async def take_all(session: Session, host: str, limit: int) -> list[Suspended]:
     (acked, or requeued by closing the session) — nothing is removed until an operator decides."""
     taken: list[Suspended] = []
     while len(taken) < limit:
-        inbound = await session.get(broker.suspended_queue(host))
+        inbound = await session.get(topology.suspended_queue(host))
         if inbound is None:
             break
         taken.append(Suspended(inbound))
@@ -97,7 +97,7 @@ async def resume(session: Session, items: Sequence[Suspended], on_done: Callable
     for item in items:
         port = item.send_port
         headers = {k: v for k, v in routing.passthrough(item.inbound.headers).items() if k not in _FAILURE_HEADERS}
-        await session.publish(broker.OUTBOUND, Outbound(item.inbound.body, port, headers=headers),
+        await session.publish(topology.OUTBOUND, Outbound(item.inbound.body, port, headers=headers),
                               original=item.inbound, stage="resume")  # fmt: skip
         await item.inbound.ack()
         on_done(item)

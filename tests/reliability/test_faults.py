@@ -11,7 +11,7 @@ from typing import Any, cast
 import aiormq.exceptions
 import pytest
 
-from worker import broker
+from worker import broker, topology
 from worker.app import HostInstance, Runtime
 from worker.broker import Inbound
 from worker.config import load_config
@@ -54,7 +54,7 @@ async def test_a_publish_on_a_channel_closed_by_the_broker_is_a_connection_failu
     runtime = Runtime.build(load_config(deployment.config), store, "SendHost")
     settings = InstanceSettings(host="SendHost", host_instance="unit", config=deployment.config)
     instance = HostInstance(settings, BrokerSettings(), runtime, "SendHost")
-    inbound = Inbound(b"payload", broker.OUTBOUND, "Orders", "m-1", None, None, {}, False, _raw=cast(Any, None))
+    inbound = Inbound(b"payload", topology.OUTBOUND, "Orders", "m-1", None, None, {}, False, _raw=cast(Any, None))
     try:
         with pytest.raises(broker.CONNECTION_ERRORS):  # left to the broker to redeliver, not failed
             await instance._process(cast(Any, ClosedChannel()), inbound, "m-1", "Orders")

@@ -24,55 +24,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from worker.stages import mime
+from worker.stages.der import NULL, hdr, integer, oid, tlv
 from worker.store import PrivateKey, SigningIdentity
 
-
-def _hdr(tag: int, length: int) -> bytes:
-    """A DER tag and definite length (X.690 §8.1)."""
-    if length < 0x80:
-        return bytes((tag, length))
-    if length < 0x10000:  # the common long forms, without int.to_bytes
-        return bytes((tag, 0x81, length)) if length < 0x100 else bytes((tag, 0x82, length >> 8, length & 0xFF))
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(size))) + size
-
-
-def _tlv(tag: int, *parts: bytes) -> bytes:
-    body = b"".join(parts)
-    return _hdr(tag, len(body)) + body
-
-
-def _oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    out = bytearray((40 * arcs[0] + arcs[1],))
-    for arc in arcs[2:]:
-        group = [arc & 0x7F]
-        while arc := arc >> 7:
-            group.append(0x80 | (arc & 0x7F))
-        out.extend(reversed(group))
-    return _tlv(0x06, bytes(out))
-
-
-def _int(value: int) -> bytes:
-    size = (value if value >= 0 else ~value).bit_length() // 8 + 1  # minimal two's complement
-    return _tlv(0x02, value.to_bytes(size, "big", signed=True))
-
-
-_NULL = b"\x05\x00"
-_V0, _V1 = _int(0), _int(1)
-_DATA = _oid("1.2.840.113549.1.7.1")
-_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
-_ENVELOPED_DATA = _oid("1.2.840.113549.1.7.3")
-_RSA = _tlv(0x30, _oid("1.2.840.113549.1.1.1"), _NULL)  # rsaEncryption: RSA signatures and key transport
-_AES = {128: _oid("2.16.840.1.101.3.4.1.2"), 192: _oid("2.16.840.1.101.3.4.1.22"), 256: _oid("2.16.840.1.101.3.4.1.42")}
-_CONTENT_TYPE_ATTR = _tlv(0x30, _oid("1.2.840.113549.1.9.3"), _tlv(0x31, _DATA))
-_MESSAGE_DIGEST = _oid("1.2.840.113549.1.9.4")
-_SIGNING_TIME = _oid("1.2.840.113549.1.9.5")
+_V0, _V1 = integer(0), integer(1)
+_DATA = oid("1.2.840.113549.1.7.1")
+_SIGNED_DATA = oid("1.2.840.113549.1.7.2")
+_ENVELOPED_DATA = oid("1.2.840.113549.1.7.3")
+_RSA = tlv(0x30, oid("1.2.840.113549.1.1.1"), NULL)  # rsaEncryption: RSA signatures and key transport
+_AES = {128: oid("2.16.840.1.101.3.4.1.2"), 192: oid("2.16.840.1.101.3.4.1.22"), 256: oid("2.16.840.1.101.3.4.1.42")}
+_CONTENT_TYPE_ATTR = tlv(0x30, oid("1.2.840.113549.1.9.3"), tlv(0x31, _DATA))
+_MESSAGE_DIGEST = oid("1.2.840.113549.1.9.4")
+_SIGNING_TIME = oid("1.2.840.113549.1.9.5")
 # RFC 5751 §2.5.2 SMIMECapabilities, as cryptography's builder announces them.
-_CAPABILITIES_ATTR = _tlv(
+_CAPABILITIES_ATTR = tlv(
     0x30,
-    _oid("1.2.840.113549.1.9.15"),
-    _tlv(0x31, _tlv(0x30, *(_tlv(0x30, _AES[bits]) for bits in (256, 192, 128)))),
+    oid("1.2.840.113549.1.9.15"),
+    tlv(0x31, tlv(0x30, *(tlv(0x30, _AES[bits]) for bits in (256, 192, 128)))),
 )
 
 
@@ -97,9 +65,9 @@ class Digest:
 
 
 def _sha(algorithm: type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512], micalg: str, arc: int) -> Digest:
-    identifier = _tlv(0x30, _oid(f"2.16.840.1.101.3.4.2.{arc}"), _NULL)
-    ecdsa = _tlv(0x30, _oid(f"1.2.840.10045.4.3.{arc + 1}"))
-    attr = _tlv(0x30, _MESSAGE_DIGEST, _tlv(0x31, _tlv(0x04, bytes(algorithm.digest_size))))
+    identifier = tlv(0x30, oid(f"2.16.840.1.101.3.4.2.{arc}"), NULL)
+    ecdsa = tlv(0x30, oid(f"1.2.840.10045.4.3.{arc + 1}"))
+    attr = tlv(0x30, _MESSAGE_DIGEST, tlv(0x31, tlv(0x04, bytes(algorithm.digest_size))))
     head = attr[: -algorithm.digest_size]
     return Digest(algorithm, micalg, identifier, ecdsa, algorithm(), ec.ECDSA(algorithm()), head)
 
@@ -164,7 +132,7 @@ class Signer:
             size,
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
-            _tlv(0xA0, der),
+            tlv(0xA0, der),
         )
 
     def info_head(self, digest: Digest) -> bytes:
@@ -191,7 +159,7 @@ class Recipient:
 
 
 def issuer_and_serial(cert: x509.Certificate) -> bytes:
-    return _tlv(0x30, cert.issuer.public_bytes(), _int(cert.serial_number))
+    return tlv(0x30, cert.issuer.public_bytes(), integer(cert.serial_number))
 
 
 def still_valid(entry: Signer | Recipient) -> bool:
@@ -205,8 +173,8 @@ _time_attr: tuple[int, bytes] = (-1, b"")  # the signingTime attribute of the cu
 def _signing_time(when: dt.datetime) -> bytes:
     # RFC 5652 §11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
     if 1950 <= when.year < 2050:
-        return _tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())
-    return _tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode())
+        return tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())
+    return tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode())
 
 
 def _signing_time_attr() -> bytes:
@@ -215,7 +183,7 @@ def _signing_time_attr() -> bytes:
     second = int(now.timestamp())
     cached = _time_attr
     if cached[0] != second:
-        cached = _time_attr = (second, _tlv(0x30, _SIGNING_TIME, _tlv(0x31, _signing_time(now))))
+        cached = _time_attr = (second, tlv(0x30, _SIGNING_TIME, tlv(0x31, _signing_time(now))))
     return cached[1]
 
 
@@ -234,24 +202,24 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
         # DER: a SET OF in the order of its encodings (a longer digest moves messageDigest last).
         signed = b"".join(sorted((_CONTENT_TYPE_ATTR, time_attr, digest.attribute(message_digest), _CAPABILITIES_ATTR)))
         if signature is None:
-            signature = signer.sign(_hdr(0x31, len(signed)) + signed, digest)
-        info = _tlv(0x30, info_head, _hdr(0xA0, len(signed)), signed, algorithm, _hdr(0x04, len(signature)), signature)
-        return certificates + _tlv(0x31, info)
+            signature = signer.sign(hdr(0x31, len(signed)) + signed, digest)
+        info = tlv(0x30, info_head, hdr(0xA0, len(signed)), signed, algorithm, hdr(0x04, len(signature)), signature)
+        return certificates + tlv(0x31, info)
 
     def head(tail_size: int) -> bytes:
         if detached:
-            encap = _tlv(0x30, _DATA)
+            encap = tlv(0x30, _DATA)
         else:
-            octets = _hdr(0x04, content.length)
-            explicit = _hdr(0xA0, len(octets) + content.length)
+            octets = hdr(0x04, content.length)
+            explicit = hdr(0xA0, len(octets) + content.length)
             size = len(_DATA) + len(explicit) + len(octets) + content.length
-            encap = _hdr(0x30, size) + _DATA + explicit + octets
-        fields = _V1 + _tlv(0x31, digest.identifier) + encap
+            encap = hdr(0x30, size) + _DATA + explicit + octets
+        fields = _V1 + tlv(0x31, digest.identifier) + encap
         size = len(fields) + (0 if detached else content.length) + tail_size
-        sequence = _hdr(0x30, size)
-        explicit = _hdr(0xA0, len(sequence) + size)
+        sequence = hdr(0x30, size)
+        explicit = hdr(0xA0, len(sequence) + size)
         return (
-            _hdr(0x30, len(_SIGNED_DATA) + len(explicit) + len(sequence) + size)
+            hdr(0x30, len(_SIGNED_DATA) + len(explicit) + len(sequence) + size)
             + _SIGNED_DATA
             + explicit
             + sequence
@@ -293,15 +261,15 @@ def enveloped_data(
     """CMS EnvelopedData (RFC 5652 §6) for one RSA key-transport recipient, AES-CBC, as a stream."""
     algorithm, bits = cipher
     key, iv = os.urandom(bits // 8), os.urandom(16)
-    transport = _tlv(0x30, _V0, recipient.issuer_and_serial, _RSA, _tlv(0x04, recipient.key.encrypt(key, _PKCS1)))
+    transport = tlv(0x30, _V0, recipient.issuer_and_serial, _RSA, tlv(0x04, recipient.key.encrypt(key, _PKCS1)))
     padded = (plain.length // 16 + 1) * 16  # PKCS #7 padding always adds 1 to 16 bytes
-    content_info = _DATA + _tlv(0x30, _AES[bits], _tlv(0x04, iv)) + _hdr(0x80, padded)
-    fields = _V0 + _tlv(0x31, transport) + _hdr(0x30, len(content_info) + padded) + content_info
+    content_info = _DATA + tlv(0x30, _AES[bits], tlv(0x04, iv)) + hdr(0x80, padded)
+    fields = _V0 + tlv(0x31, transport) + hdr(0x30, len(content_info) + padded) + content_info
     size = len(fields) + padded
-    sequence = _hdr(0x30, size)
-    explicit = _hdr(0xA0, len(sequence) + size)
+    sequence = hdr(0x30, size)
+    explicit = hdr(0xA0, len(sequence) + size)
     start = (
-        _hdr(0x30, len(_ENVELOPED_DATA) + len(explicit) + len(sequence) + size)
+        hdr(0x30, len(_ENVELOPED_DATA) + len(explicit) + len(sequence) + size)
         + _ENVELOPED_DATA
         + explicit
         + sequence

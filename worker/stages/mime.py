@@ -1,6 +1,6 @@
 """MIME framing written by hand (RFC 2045/2046/5751), byte-exact: CRLF line ends, no re-canonicalisation.
 
-We do not use ``email`` or cryptography's ``Encoding.SMIME``: both rewrite bare LF to CRLF, which
+We use neither ``email`` nor cryptography's S/MIME serialisation: both rewrite bare LF to CRLF, which
 corrupts binary payloads, and both are much slower than framing the bytes ourselves.
 """
 
