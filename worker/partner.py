@@ -52,6 +52,13 @@ def _thumbprint(pem_file: Path) -> str:
     return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER), usedforsecurity=False).hexdigest().upper()
 
 
+def _verify(source: list[str], ca_pem: Path, signer_pem: Path, out: Path, extra: list[str]) -> str:
+    """``openssl cms -verify`` against the CA (no canonicalisation); the signer's thumbprint."""
+    _openssl("cms", "-verify", "-binary", *source, "-CAfile", str(ca_pem), "-signer", str(signer_pem),
+             "-out", str(out), *extra)  # fmt: skip
+    return _thumbprint(signer_pem)
+
+
 def _decode(body: bytes, cte: str) -> bytes:
     if cte == "base64":
         return base64.b64decode(body)
@@ -98,22 +105,7 @@ def unwrap(
             )
             layers.append("enveloped-data")
         elif "smime-type=signed-data" in ctype:
-            signer_pem = work / f"signer{step}.pem"
-            _openssl(
-                "cms",
-                "-verify",
-                "-binary",
-                "-in",
-                str(src),
-                "-CAfile",
-                str(ca_pem),
-                "-signer",
-                str(signer_pem),
-                "-out",
-                str(out),
-                *extra,
-            )
-            signer = _thumbprint(signer_pem)
+            signer = _verify(["-in", str(src)], ca_pem, work / f"signer{step}.pem", out, extra)
             layers.append("signed-data")
         elif ctype.startswith("multipart/signed"):
             match = re.search(r'boundary="?([^";]+)"?', ctype)
@@ -129,26 +121,8 @@ def unwrap(
             _, sig_body = split_entity(rest[:sig_end])
             (work / f"sig{step}.der").write_bytes(base64.b64decode(sig_body))
             (work / f"content{step}").write_bytes(content)
-            signer_pem = work / f"signer{step}.pem"
-            _openssl(
-                "cms",
-                "-verify",
-                "-binary",
-                "-inform",
-                "DER",
-                "-in",
-                str(work / f"sig{step}.der"),
-                "-content",
-                str(work / f"content{step}"),
-                "-CAfile",
-                str(ca_pem),
-                "-signer",
-                str(signer_pem),
-                "-out",
-                str(out),
-                *extra,
-            )
-            signer = _thumbprint(signer_pem)
+            source = ["-inform", "DER", "-in", str(work / f"sig{step}.der"), "-content", str(work / f"content{step}")]
+            signer = _verify(source, ca_pem, work / f"signer{step}.pem", out, extra)
             out.write_bytes(content)
             layers.append("multipart/signed")
         else:
