@@ -15,6 +15,8 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
+import pybase64
+
 from worker.errors import MessageError
 
 CRLF = b"\r\n"
@@ -73,14 +75,18 @@ def b64_stream(chunks: Iterable[Chunk]) -> Iterator[bytes]:
 
 
 def _block(data: Chunk) -> bytes:
-    # _BLOCK_LINES whole lines: struct cuts the encoded text into lines in C, one join adds the CRLFs.
-    return CRLF.join(_splitter(_BLOCK_LINES).unpack(binascii.b2a_base64(data, newline=False)) + _LAST)
+    # _BLOCK_LINES whole lines. Base64 is SIMD (pybase64: ~20x binascii, which made base64 half the
+    # encoder's time at 1 MiB and above); struct cuts the text into lines and packs each with its CRLF,
+    # in C: 3.3x faster per block than binascii + CRLF.join (docs/performance.md).
+    args = _CRLFS.copy()
+    args[0::2] = _splitter(_BLOCK_LINES).unpack(pybase64.b64encode(data))
+    return _PACKER.pack(*args)
 
 
 def _lines(view: memoryview) -> bytes:
     if not view:
         return b""
-    encoded = binascii.b2a_base64(view, newline=False)
+    encoded = pybase64.b64encode(view)
     whole = len(encoded) // _B64_LINE
     rest = encoded[whole * _B64_LINE :]
     return CRLF.join(_splitter(whole).unpack_from(encoded) + ((rest, b"") if rest else _LAST))
@@ -89,6 +95,10 @@ def _lines(view: memoryview) -> bytes:
 @functools.cache
 def _splitter(lines: int) -> struct.Struct:
     return struct.Struct(f"{_B64_LINE}s" * lines)
+
+
+_PACKER = struct.Struct(f"{_B64_LINE}s2s" * _BLOCK_LINES)  # a line, its CRLF; _BLOCK_LINES times
+_CRLFS: list[bytes] = [CRLF] * (2 * _BLOCK_LINES)  # the CRLF slots; lines go into the even ones
 
 
 def assemble(size: int, chunks: Iterable[Chunk]) -> bytes:
