@@ -178,8 +178,8 @@ async def run(args: argparse.Namespace, root: Path) -> None:
     env = dict(kv.split("=", 1) for kv in args.env)
     threads = int(env.get("SENDPIPE_WORKER_THREADS", "0")) or os.cpu_count() or 1
     pki = Pki.make()
-    config = write_deployment(root, pki)
-    pipeline = build(root / "inproc", pki, "rsa2048")
+    config = write_deployment(root, pki, args.signer)
+    pipeline = build(root / "inproc", pki, args.signer)
     pool = pool_rate(encoder_op(pipeline, os.urandom(KIB)), threads, 2.0 if args.quick else 5.0)
     say(f"in-process encoder, pool of {threads} threads, 1 KiB: {pool:,.0f} msg/s")
     with vhost() as url:
@@ -224,7 +224,10 @@ def report(
     rate, lat, other = paced
     head = ["run", "instances", "messages", "msg/s", "workers CPU (cores)", "broker CPU", "bench CPU", "other CPU"]
     head += ["in-worker p50 ms", "p99 ms"]
-    title = f"e2e drains, 1 KiB, {threads} pipeline threads per instance (env: {' '.join(args.env) or 'defaults'})"
+    title = (
+        f"e2e drains, 1 KiB, {args.signer} signer, {threads} pipeline threads per instance "
+        f"(env: {' '.join(args.env) or 'defaults'})"
+    )
     table(title, head, [d.row() for d in drains])
     mem_rows = []
     for name, base, peak, rss in mem:
@@ -259,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="about a minute: fewer messages, one malloc variant")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every worker"
+    )
+    parser.add_argument(
+        "--signer", choices=("rsa2048", "ec-p256"), default="rsa2048", help="the group signing key (default rsa2048)"
     )
     parser.add_argument("--probe-encoder", type=int, metavar="BYTES", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ from aio_pika.abc import (
 )
 
 from worker import topology as t
+from worker.acks import AckCoalescer
 from worker.errors import DeliveryFailed, TransientError
 from worker.settings import BrokerSettings
 
@@ -52,11 +53,17 @@ class Inbound:
     headers: Mapping[str, Any]
     redelivered: bool
     _raw: AbstractIncomingMessage = field(repr=False)
+    _acks: AckCoalescer | None = field(default=None, repr=False)  # the consuming channel's, if consumed
 
     async def ack(self) -> None:
-        await self._raw.ack()
+        if self._acks is None:
+            await self._raw.ack()
+        else:
+            await self._acks.ack(self._raw)
 
     async def requeue(self) -> None:
+        if self._acks is not None:
+            self._acks.forget(self._raw)
         await self._raw.nack(requeue=True)
 
 
@@ -88,6 +95,7 @@ class Session:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
+        self._acks = AckCoalescer()  # of the consuming channel, which lives as long as this session
 
     def _on_close(self, _: object, exc: BaseException | None = None) -> None:
         if not self.closed.done():
@@ -129,7 +137,8 @@ class Session:
         self._queue = await ch.get_queue(queue_name, ensure=True)
 
         async def on_message(raw: AbstractIncomingMessage) -> None:
-            await handler(_inbound(raw))
+            self._acks.delivered(raw)
+            await handler(_inbound(raw, self._acks))
 
         self._tag = await self._queue.consume(on_message, no_ack=False)
 
@@ -252,7 +261,7 @@ def _encodable(value: Any) -> Any:
     return value
 
 
-def _inbound(raw: AbstractIncomingMessage) -> Inbound:
+def _inbound(raw: AbstractIncomingMessage, acks: AckCoalescer | None = None) -> Inbound:
     return Inbound(
         body=raw.body,
         exchange=raw.exchange or "",
@@ -263,6 +272,7 @@ def _inbound(raw: AbstractIncomingMessage) -> Inbound:
         headers=dict(raw.headers or {}),
         redelivered=bool(raw.redelivered),
         _raw=raw,
+        _acks=acks,
     )
 
 

@@ -64,6 +64,9 @@ class InstanceSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_threads: int = Field(default=0, ge=0)  # 0: one per core
+    # Messages up to this size are encoded on the event loop: the thread hand-off costs more than a
+    # small message's encoding, and the loop is blocked for at most ~1 ms (docs/performance.md).
+    inline_max_bytes: int = Field(default=64 * 1024, ge=0)
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Input headers plus ours must fit one AMQP frame (frame_max, 128 KiB by default) when republished.
     max_header_bytes: int = Field(default=64 * 1024, gt=0, le=120 * 1024)

@@ -46,7 +46,7 @@ class ComponentType:
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """A send port's pipeline, built for one store snapshot; run it off the event loop."""
+    """A send port's pipeline, built for one store snapshot; pure and synchronous (large messages run in a pool)."""
 
     name: str
     steps: tuple[tuple[str, Stage], ...]
