@@ -174,6 +174,19 @@ def beam_pid() -> int | None:
     return max(found)[1] if found else None
 
 
+def wal_files() -> set[str] | None:
+    """RabbitMQ's quorum-queue write-ahead log files (Debian's default data dir), None if not readable.
+
+    When the WAL reaches ``raft.wal_max_size_bytes`` (512 MiB by default) the node rolls it over and
+    flushes it to per-queue segment files: a burst of broker CPU and I/O that stalls confirms for
+    ~100 ms on a 2-core machine. The latency run counts rollovers in its window to say so.
+    """
+    try:
+        return {p.name for p in Path("/var/lib/rabbitmq/mnesia").glob("*/quorum/*/*.wal")}
+    except OSError:
+        return None
+
+
 def machine() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())

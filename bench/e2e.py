@@ -39,6 +39,7 @@ from bench.common import (
     status_kib,
     table,
     verdict,
+    wal_files,
     write_deployment,
 )
 from bench.pipeline import build, encoder_op, pool_rate
@@ -112,9 +113,10 @@ async def drain(rig: Rig, client: Client, port: str, instances: int, count: int,
 
 async def latency(
     rig: Rig, client: Client, rate: float, seconds: float, env: dict[str, str]
-) -> tuple[list[float], float]:
-    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, and the machine's
-    CPU (cores) used meanwhile by anything but the instance, the broker and this bench (other users)."""
+) -> tuple[list[float], float, int | None]:
+    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, the machine's CPU
+    (cores) used meanwhile by anything but the instance, the broker and this bench (other users), and
+    how many times the broker rolled its quorum-queue WAL over meanwhile (None: cannot tell)."""
     worker = rig.worker(**env)
     await client.wait_consumers(1)
     await client.publish(PORT, os.urandom(KIB), 50)  # warm-up: first-use costs are not steady state
@@ -125,13 +127,15 @@ async def latency(
     def clocks() -> list[float]:
         return [busy_seconds(), cpu_seconds(worker.pid), cpu_seconds(beam) if beam else 0.0, cpu_seconds(me)]
 
-    before = [*clocks(), time.monotonic()]
+    before, wal_before = [*clocks(), time.monotonic()], wal_files()
     sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
     await client.wait_arrivals(sent, timeout_s=120)
-    after = [*clocks(), time.monotonic()]
+    after, wal_after = [*clocks(), time.monotonic()], wal_files()
     worker.stop()
     busy, instance, broker, bench, wall = (a - b for a, b in zip(after, before, strict=True))
-    return [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at], (busy - instance - broker - bench) / wall
+    rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
+    lat = [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at]
+    return lat, (busy - instance - broker - bench) / wall, rollovers
 
 
 def encoder_growth(size: int) -> float:
@@ -193,7 +197,7 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             for d in drains:
                 say(f"  drain {d.label} x{d.instances}: {d.rate:,.0f} msg/s")
             rate = drains[0].rate / 2
-            lat, other = await latency(rig, client, rate, paced_s, env)
+            lat, other, rollovers = await latency(rig, client, rate, paced_s, env)
             say(f"  paced {rate:,.0f} msg/s: p50 {median(lat):.1f} ms, p99 {percentile(lat, 99):.1f} ms")
             mem: list[tuple[str, int, int, int]] = []
             for name in variants:
@@ -207,7 +211,7 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             rig.close()
     alone = encoder_growth(16 * MIB)
     say(f"  encoder alone, in-process, 16 MiB: peak RSS growth {alone:.2f}x payload")
-    report(args, threads, pool, drains, (rate, lat, other), mem, big_count, alone)
+    report(args, threads, pool, drains, (rate, lat, other, rollovers), mem, big_count, alone)
 
 
 def report(
@@ -215,13 +219,13 @@ def report(
     threads: int,
     pool: float,
     drains: list[Drain],
-    paced: tuple[float, list[float], float],
+    paced: tuple[float, list[float], float, int | None],
     mem: list[tuple[str, int, int, int]],
     big_count: int,
     alone: float,
 ) -> None:
     one, two, off = drains[0], drains[1], drains[2]
-    rate, lat, other = paced
+    rate, lat, other, rollovers = paced
     head = ["run", "instances", "messages", "msg/s", "workers CPU (cores)", "broker CPU", "bench CPU", "other CPU"]
     head += ["in-worker p50 ms", "p99 ms"]
     title = (
@@ -254,6 +258,8 @@ def report(
     table("targets", ["target", "measured", "ratio to bound", "required", ""], rows)
     say(f"encoder alone (in-process, fresh process, input counted): {alone:.2f}x payload")
     say(f"other CPU during the paced run: {other:.2f} cores (not the instance, broker or bench: other users)")
+    wal = "cannot tell (data dir not readable)" if rollovers is None else str(rollovers)
+    say(f"RabbitMQ quorum WAL rollovers during the paced run: {wal} (each stalls confirms ~100 ms here)")
     say(f"pass-through: 1 instance {off.rate:,.0f} msg/s, 2 instances {drains[3].rate:,.0f} msg/s")
 
 

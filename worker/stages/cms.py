@@ -84,27 +84,48 @@ DIGESTS: dict[str, Digest] = {
 _MATERIALIZE = 4 * 1024 * 1024  # an EC-signed body part up to this size is kept rather than encoded twice
 
 
+_EAGER = 256 * 1024  # bodies up to this size are built at once as bytes: no generator layers
+
+
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A body still to be produced: its exact length (for the DER and the output) and its pieces."""
+    """A body still to be produced: its exact length (for the DER and the output) and its pieces.
+
+    A small body is simply its bytes (``data``): each layer is then one concatenation, which for a
+    1 KiB message costs less than the streaming machinery that keeps a large one out of memory.
+    """
 
     length: int
     chunks: Callable[[], Iterator[mime.Chunk]]  # may be called again: a second pass re-encodes
+    data: bytes | None = None
 
     @classmethod
     def of(cls, *pieces: mime.Chunk) -> Body:
-        return cls(sum(len(p) for p in pieces), lambda: iter(pieces))
+        length = sum(len(p) for p in pieces)
+        if length <= _EAGER:
+            return cls.eager(b"".join(pieces))
+        return cls(length, lambda: iter(pieces))
+
+    @classmethod
+    def eager(cls, data: bytes) -> Body:
+        return cls(len(data), lambda: iter((data,)), data)
 
     def entity(self, headers: mime.Headers) -> Body:
         head = mime.head(headers)
+        if self.data is not None and self.length <= _EAGER:
+            return Body.eager(head + self.data)
         return Body(len(head) + self.length, lambda: chain((head,), self.chunks()))
 
     def base64(self) -> Body:
+        if self.data is not None and self.length <= mime.STREAM_ABOVE:
+            return Body.eager(mime.b64_lines(self.data))
         if self.length <= mime.STREAM_ABOVE:  # small: one pass, no generators
             return Body(mime.b64_length(self.length), lambda: iter((mime.b64_lines(self.materialize()),)))
         return Body(mime.b64_length(self.length), lambda: mime.b64_stream(self.chunks()))
 
     def materialize(self) -> bytes:
+        if self.data is not None:
+            return self.data
         return mime.assemble(self.length, self.chunks())
 
 
@@ -226,7 +247,9 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
             + fields
         )
 
-    if signer.signature_size is None or detached:
+    # Hash first, then emit: when the signature size is not known in advance (ECDSA's DER varies),
+    # when detached, and for small content (cheaper than sizing the SignerInfo with a dummy signature).
+    if signer.signature_size is None or detached or content.length <= mime.STREAM_ABOVE:
         if not detached and content.length <= _MATERIALIZE:
             content = Body.of(content.materialize())  # hashed and then sent: encode it once
         hashed = digest.new()
@@ -236,6 +259,8 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
         start = head(len(end))
         if detached:
             return Body.of(start, end)
+        if content.data is not None and content.length <= _EAGER:
+            return Body.eager(b"".join((start, content.data, end)))
         return Body(len(start) + content.length + len(end), lambda: chain((start,), content.chunks(), (end,)))
 
     tail_size = len(tail(digest.new().digest(), b"\0" * signer.signature_size))
@@ -276,12 +301,16 @@ def enveloped_data(
         + fields
     )
 
+    pad = padded - plain.length
+    if plain.data is not None and plain.length <= _EAGER:
+        encryptor = Cipher(algorithm(key), modes.CBC(iv)).encryptor()
+        return Body.eager(b"".join((start, encryptor.update(plain.data + bytes((pad,)) * pad), encryptor.finalize())))
+
     def stream() -> Iterator[mime.Chunk]:
         yield start
         encryptor = Cipher(algorithm(key), modes.CBC(iv)).encryptor()
         for chunk in plain.chunks():
             yield encryptor.update(chunk)
-        pad = padded - plain.length
         yield encryptor.update(bytes((pad,)) * pad) + encryptor.finalize()
 
     return Body(len(start) + padded, stream)

@@ -136,6 +136,11 @@ def encode_body(data: bytes, transfer_encoding: str) -> bytes:
 
 def head(headers: Headers) -> bytes:
     """The header lines of an entity and the empty line that ends them (RFC 2045 §3)."""
+    return _head(tuple(headers))
+
+
+@functools.lru_cache(maxsize=512)  # the same few header sets, message after message
+def _head(headers: tuple[tuple[str, str], ...]) -> bytes:
     return CRLF.join(f"{name}: {value}".encode("ascii") for name, value in headers) + CRLF + CRLF
 
 
@@ -144,6 +149,7 @@ def entity(headers: Headers, body: Chunk) -> bytes:
     return b"".join((head(headers), body))
 
 
+@functools.lru_cache(maxsize=512)  # producers send the same few types; a refusal is not cached
 def checked_content_type(value: str) -> str:
     """The payload's declared type, refused if it could inject header lines or is not a MIME type."""
     value = value.strip()
