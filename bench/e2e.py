@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -127,6 +128,10 @@ async def latency(
     def clocks() -> list[float]:
         return [busy_seconds(), cpu_seconds(worker.pid), cpu_seconds(beam) if beam else 0.0, cpu_seconds(me)]
 
+    # The bench's own heap (drain results, parsed logs) must not pause its loop mid-run: an arrival
+    # stamped 12 ms late by a full collection here is the instrument's delay, not the worker's.
+    gc.collect()
+    gc.freeze()
     before, wal_before = [*clocks(), time.monotonic()], wal_files()
     sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
     await client.wait_arrivals(sent, timeout_s=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -112,6 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_findings(log, findings)
     instance = HostInstance(inst, brk, Runtime.build(config, store, host), host)
     log.info("instance.starting", config=str(inst.config), store=str(store.path), threads=inst.threads)
+    # What start-up built (modules, config, certificates) lives as long as the process: frozen, the
+    # collector's full passes stop walking it; otherwise each one paused the loop for 20-30 ms, the
+    # tail of the latency bench (docs/performance.md; https://docs.python.org/3/library/gc.html#gc.freeze).
+    gc.collect()
+    gc.freeze()
     asyncio.run(_serve(instance, Supervisor(instance, inst, store_settings)))
     log.info("instance.stopped", stats=instance.stats.totals())
     return 0
