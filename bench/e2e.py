@@ -112,17 +112,28 @@ async def drain(rig: Rig, client: Client, port: str, instances: int, count: int,
     return Drain(label, instances, count, seconds, worker_cores, broker_cores, bench_cores, other_cores, durations)
 
 
+@dataclass(frozen=True)
+class Window:
+    """One paced window: publish-to-delivery milliseconds, and quorum-WAL rollovers in it (None: unknown)."""
+
+    seconds: float
+    latencies: list[float]
+    rollovers: int | None
+
+
 async def latency(
-    rig: Rig, client: Client, rate: float, seconds: float, env: dict[str, str]
-) -> tuple[list[float], float, int | None]:
-    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, the machine's CPU
-    (cores) used meanwhile by anything but the instance, the broker and this bench (other users), and
-    how many times the broker rolled its quorum-queue WAL over meanwhile (None: cannot tell)."""
+    rig: Rig, client: Client, rate: float, seconds: float, windows: int, env: dict[str, str]
+) -> tuple[list[Window], float]:
+    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, in ``windows``
+    back-to-back windows, and the machine's CPU (cores) used meanwhile by anything but the instance,
+    the broker and this bench (other users)."""
     worker = rig.worker(**env)
     await client.wait_consumers(1)
-    await client.publish(PORT, os.urandom(KIB), 50)  # warm-up: first-use costs are not steady state
-    await client.wait_arrivals(50, timeout_s=60)
+    # Warm-up (first-use costs are not steady state): its burst of 50 must be delivered before the
+    # first window opens, or it lands in the window as 30-50 ms "latencies" (it did, until this clear).
     client.arrivals.clear()
+    await client.publish(PORT, os.urandom(KIB), 50)
+    await client.wait_arrivals(50, timeout_s=60)
     beam, me = beam_pid(), os.getpid()
 
     def clocks() -> list[float]:
@@ -132,15 +143,20 @@ async def latency(
     # stamped 12 ms late by a full collection here is the instrument's delay, not the worker's.
     gc.collect()
     gc.freeze()
-    before, wal_before = [*clocks(), time.monotonic()], wal_files()
-    sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
-    await client.wait_arrivals(sent, timeout_s=120)
-    after, wal_after = [*clocks(), time.monotonic()], wal_files()
+    out: list[Window] = []
+    before = [*clocks(), time.monotonic()]
+    for _ in range(windows):
+        client.arrivals.clear()
+        wal_before = wal_files()
+        sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
+        await client.wait_arrivals(sent, timeout_s=120)
+        wal_after = wal_files()
+        rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
+        out.append(Window(seconds, [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at], rollovers))
+    after = [*clocks(), time.monotonic()]
     worker.stop()
     busy, instance, broker, bench, wall = (a - b for a, b in zip(after, before, strict=True))
-    rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
-    lat = [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at]
-    return lat, (busy - instance - broker - bench) / wall, rollovers
+    return out, (busy - instance - broker - bench) / wall
 
 
 def encoder_growth(size: int) -> float:
@@ -182,7 +198,7 @@ async def memory(
 
 
 async def run(args: argparse.Namespace, root: Path) -> None:
-    count, paced_s, big_count = (300, 3.0, 2) if args.quick else (2000, 10.0, 4)
+    count, paced_s, windows_n, big_count = (300, 3.0, 1, 2) if args.quick else (2000, 10.0, 3, 4)
     variants = list(MALLOC_VARIANTS)[:1] if args.quick else list(MALLOC_VARIANTS)
     env = dict(kv.split("=", 1) for kv in args.env)
     threads = int(env.get("SENDPIPE_WORKER_THREADS", "0")) or os.cpu_count() or 1
@@ -202,8 +218,10 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             for d in drains:
                 say(f"  drain {d.label} x{d.instances}: {d.rate:,.0f} msg/s")
             rate = drains[0].rate / 2
-            lat, other, rollovers = await latency(rig, client, rate, paced_s, env)
-            say(f"  paced {rate:,.0f} msg/s: p50 {median(lat):.1f} ms, p99 {percentile(lat, 99):.1f} ms")
+            windows, other = await latency(rig, client, rate, paced_s, windows_n, env)
+            for w in windows:
+                p50, p99 = median(w.latencies), percentile(w.latencies, 99)
+                say(f"  paced {rate:,.0f} msg/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
             mem: list[tuple[str, int, int, int]] = []
             for name in variants:
                 base, peak, rss = await memory(rig, client, 16 * MIB, big_count, {**env, **MALLOC_VARIANTS[name]})
@@ -216,7 +234,7 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             rig.close()
     alone = encoder_growth(16 * MIB)
     say(f"  encoder alone, in-process, 16 MiB: peak RSS growth {alone:.2f}x payload")
-    report(args, threads, pool, drains, (rate, lat, other, rollovers), mem, big_count, alone)
+    report(args, threads, pool, drains, (rate, windows, other), mem, big_count, alone)
 
 
 def report(
@@ -224,13 +242,14 @@ def report(
     threads: int,
     pool: float,
     drains: list[Drain],
-    paced: tuple[float, list[float], float, int | None],
+    paced: tuple[float, list[Window], float],
     mem: list[tuple[str, int, int, int]],
     big_count: int,
     alone: float,
 ) -> None:
     one, two, off = drains[0], drains[1], drains[2]
-    rate, lat, other, rollovers = paced
+    rate, windows, other = paced
+    lat = [ms for w in windows for ms in w.latencies]
     head = ["run", "instances", "messages", "msg/s", "workers CPU (cores)", "broker CPU", "bench CPU", "other CPU"]
     head += ["in-worker p50 ms", "p99 ms"]
     title = (
@@ -263,8 +282,10 @@ def report(
     table("targets", ["target", "measured", "ratio to bound", "required", ""], rows)
     say(f"encoder alone (in-process, fresh process, input counted): {alone:.2f}x payload")
     say(f"other CPU during the paced run: {other:.2f} cores (not the instance, broker or bench: other users)")
-    wal = "cannot tell (data dir not readable)" if rollovers is None else str(rollovers)
-    say(f"RabbitMQ quorum WAL rollovers during the paced run: {wal} (each stalls confirms ~100 ms here)")
+    per_window = " / ".join(f"{percentile(w.latencies, 99):.1f}" for w in windows)
+    say(f"paced run: {len(windows)} windows of {windows[0].seconds:g} s; p99 per window {per_window} ms")
+    wal = ", ".join("?" if w.rollovers is None else str(w.rollovers) for w in windows)
+    say(f"RabbitMQ quorum WAL rollovers per window: {wal} (each stalls confirms ~100 ms here)")
     say(f"pass-through: 1 instance {off.rate:,.0f} msg/s, 2 instances {drains[3].rate:,.0f} msg/s")
 
 
