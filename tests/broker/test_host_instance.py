@@ -35,13 +35,15 @@ async def test_end_to_end_delivery_is_verified_by_openssl(
         "text-1": (b"line one\nline two\n" + MARKER, "Orders", "text/plain; charset=utf-8"),
         "bin-1": (bytes(range(256)) * 4 + b"\r\n\x00\r" + MARKER, "Orders", None),
         "as2-1": (b"\x00\xff\r\n\n" + os.urandom(3000) + MARKER, "Invoices", "application/edi-x12"),
+        # above SENDPIPE_INLINE_MAX_BYTES: encoded in the thread pool rather than on the event loop
+        "big-1": (os.urandom(300_000) + MARKER, "Orders", None),
     }
     for mid, (body, port, ctype) in payloads.items():
         props: dict[str, Any] = {"message_id": mid, "correlation_id": f"corr-{mid}", "headers": {"x-trace": "t1"}}
         if ctype:
             props["content_type"] = ctype
         await client.publish(port, body, **props)
-    got = {m.message_id: m for m in await client.drain(capture.name, 3)}
+    got = {m.message_id: m for m in await client.drain(capture.name, len(payloads))}
     assert set(got) == set(payloads)
     for mid, (body, port, ctype) in payloads.items():
         msg = got[mid]
@@ -55,7 +57,7 @@ async def test_end_to_end_delivery_is_verified_by_openssl(
         assert headers["sendpipe-host-instance"] == worker.env["SENDPIPE_HOST_INSTANCE"]
         assert headers["sendpipe-pipeline"] == {"Orders": "SignAndEncrypt", "Invoices": "AS2"}[port]
         assert headers["x-trace"] == "t1"  # the input's other headers pass through
-    delivered = worker.wait_for("message.delivered", 3)
+    delivered = worker.wait_for("message.delivered", len(payloads))
     for line in delivered:
         for key in (
             "message_id",
