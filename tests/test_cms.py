@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from pki import Issued
 
 from worker.stages import cms
+from worker.stages.body import Body
 from worker.store import SigningIdentity
 
 PAYLOAD = b"Content-Type: text/plain\r\n\r\nline\nbinary\x00\r\r\n" * 50
@@ -18,7 +19,7 @@ PAYLOAD = b"Content-Type: text/plain\r\n\r\nline\nbinary\x00\r\r\n" * 50
 
 def _ours(signer: Issued, digest: str, *, with_cert: bool, detached: bool) -> bytes:
     identity = SigningIdentity(signer.cert, signer.key, signer.thumbprint, Path("in-memory"))
-    body = cms.Body.of(PAYLOAD)
+    body = Body.of(PAYLOAD)
     return cms.signed_data(
         cms.Signer.of(identity), cms.DIGESTS[digest], body, with_cert=with_cert, detached=detached
     ).materialize()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
 
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from worker.stages import mime
+from worker.stages.body import EAGER, Body
 from worker.stages.der import NULL, hdr, integer, oid, tlv
 from worker.store import PrivateKey, SigningIdentity
 
@@ -82,51 +83,6 @@ DIGESTS: dict[str, Digest] = {
     "SHA512": _sha(hashes.SHA512, "sha-512", 3),
 }
 _MATERIALIZE = 4 * 1024 * 1024  # an EC-signed body part up to this size is kept rather than encoded twice
-
-
-_EAGER = 256 * 1024  # bodies up to this size are built at once as bytes: no generator layers
-
-
-@dataclass(frozen=True, slots=True)
-class Body:
-    """A body still to be produced: its exact length (for the DER and the output) and its pieces.
-
-    A small body is simply its bytes (``data``): each layer is then one concatenation, which for a
-    1 KiB message costs less than the streaming machinery that keeps a large one out of memory.
-    """
-
-    length: int
-    chunks: Callable[[], Iterator[mime.Chunk]]  # may be called again: a second pass re-encodes
-    data: bytes | None = None
-
-    @classmethod
-    def of(cls, *pieces: mime.Chunk) -> Body:
-        length = sum(len(p) for p in pieces)
-        if length <= _EAGER:
-            return cls.eager(b"".join(pieces))
-        return cls(length, lambda: iter(pieces))
-
-    @classmethod
-    def eager(cls, data: bytes) -> Body:
-        return cls(len(data), lambda: iter((data,)), data)
-
-    def entity(self, headers: mime.Headers) -> Body:
-        head = mime.head(headers)
-        if self.data is not None and self.length <= _EAGER:
-            return Body.eager(head + self.data)
-        return Body(len(head) + self.length, lambda: chain((head,), self.chunks()))
-
-    def base64(self) -> Body:
-        if self.data is not None and self.length <= mime.STREAM_ABOVE:
-            return Body.eager(mime.b64_lines(self.data))
-        if self.length <= mime.STREAM_ABOVE:  # small: one pass, no generators
-            return Body(mime.b64_length(self.length), lambda: iter((mime.b64_lines(self.materialize()),)))
-        return Body(mime.b64_length(self.length), lambda: mime.b64_stream(self.chunks()))
-
-    def materialize(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        return mime.assemble(self.length, self.chunks())
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +215,7 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
         start = head(len(end))
         if detached:
             return Body.of(start, end)
-        if content.data is not None and content.length <= _EAGER:
+        if content.data is not None and content.length <= EAGER:
             return Body.eager(b"".join((start, content.data, end)))
         return Body(len(start) + content.length + len(end), lambda: chain((start,), content.chunks(), (end,)))
 
@@ -302,7 +258,7 @@ def enveloped_data(
     )
 
     pad = padded - plain.length
-    if plain.data is not None and plain.length <= _EAGER:
+    if plain.data is not None and plain.length <= EAGER:
         encryptor = Cipher(algorithm(key), modes.CBC(iv)).encryptor()
         return Body.eager(b"".join((start, encryptor.update(plain.data + bytes((pad,)) * pad), encryptor.finalize())))
 

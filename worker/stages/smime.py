@@ -12,10 +12,10 @@ from worker.certs import normalize_thumbprint
 from worker.errors import CertificateError
 from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
 from worker.stages import StageContext, mime
+from worker.stages.body import Body
 from worker.stages.cms import (
     CIPHERS,
     DIGESTS,
-    Body,
     Recipient,
     Signer,
     enveloped_data,
