@@ -45,10 +45,8 @@ class Body:
         return Body(len(head) + self.length, lambda: chain((head,), self.chunks()))
 
     def base64(self) -> Body:
-        if self.data is not None and self.length <= mime.STREAM_ABOVE:
-            return Body.eager(mime.b64_lines(self.data))
-        if self.length <= mime.STREAM_ABOVE:  # small: one pass, no generators
-            return Body(mime.b64_length(self.length), lambda: iter((mime.b64_lines(self.materialize()),)))
+        if self.length <= mime.STREAM_ABOVE:  # small: one call, no generators
+            return Body.eager(mime.b64_lines(self.materialize()))
         return Body(mime.b64_length(self.length), lambda: mime.b64_stream(self.chunks()))
 
     def materialize(self) -> bytes:
