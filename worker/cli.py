@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from worker import bootstrap, cli_ops, demo, logs, settings
+from worker import bindings, bootstrap, cli_ops, demo, logs, settings
 from worker.app import HostInstance, Runtime
 from worker.errors import SendpipeError
 from worker.message import Message
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
     cli_ops.register(sub)
+    bindings.register(sub)
     demo.register(sub)
     enc = sub.add_parser(
         "encode",
@@ -102,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(inst.log_format, inst.log_level)
     host = inst.host or ""
     log = log.bind(host=host, host_instance=inst.host_instance, service_account=store.account)
+    for name in settings.unknown_variables():
+        log.warning("settings.unknown_variable", variable=name, hint="no setting of this name (a typo?)")
     for problem in store.problems:
         log.warning("store.file_unusable", store=str(store.path), problem=problem)
     findings = preflight(config, store, host, warn_days=inst.expiry_warning_days)
