@@ -42,10 +42,17 @@ class AckCoalescer:
         if delivery.delivery_tag is not None:
             self._open[delivery.delivery_tag] = None
 
-    def forget(self, delivery: Delivery) -> None:
-        """The delivery was nacked or rejected: it is no longer outstanding and no longer blocks the prefix."""
-        if delivery.delivery_tag is not None:
-            self._open.pop(delivery.delivery_tag, None)
+    def forget(self, delivery: Delivery) -> bool:
+        """Before a nack or reject: True if the delivery is still in progress (it stops blocking the
+        prefix and may be returned); False if its ack was already asked for or sent — a message whose
+        outcome is confirmed is acked, and a nack of the same tag would close the channel (406)."""
+        tag = delivery.delivery_tag
+        if tag is None:
+            return True
+        if tag not in self._open or self._open[tag] is not None:
+            return False
+        del self._open[tag]
+        return True
 
     async def ack(self, delivery: Delivery) -> None:
         """Return once the frame acking this delivery is written; raise what writing it raised."""

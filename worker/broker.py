@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ssl
 import struct
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,19 +26,41 @@ from aio_pika.abc import (
 
 from worker import topology as t
 from worker.acks import AckCoalescer
-from worker.errors import DeliveryFailed, TransientError
+from worker.errors import BrokerUnavailable, DeliveryFailed, MessageError, SendpipeError
 from worker.settings import BrokerSettings
 
-# The broker-side errors a reconnect can cure (connection refused/reset, channel closed, timeouts).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+# What the broker library raises when a connection or channel fails: refused/reset sockets, timeouts,
+# AMQP errors, a channel the broker closed (a RuntimeError subclass), and the bare ``Exception()`` aiormq
+# sets on the futures of a dying channel.
+_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
     aiormq.exceptions.AMQPError,
-    # A RuntimeError, not an AMQPError: raised when publishing on a channel the broker just closed.
     aiormq.exceptions.ChannelInvalidStateError,
     aio_pika.exceptions.AMQPException,
 )
+
+
+@contextlib.contextmanager
+def mapped(operation: str) -> Iterator[None]:
+    """Every broker call runs in here: the library's exceptions become ``BrokerUnavailable`` (like httpx's
+    ``map_httpcore_exceptions``), so the rest of sendpipe never names an aiormq or aio-pika type."""
+    try:
+        yield
+    except SendpipeError:
+        raise
+    except _LIBRARY_ERRORS as exc:
+        raise BrokerUnavailable(f"{operation}: {_describe(exc)}") from exc
+    except Exception as exc:
+        if type(exc) is not Exception:  # a bug of ours or the library's: not a broker condition
+            raise
+        raise BrokerUnavailable(f"{operation}: the channel closed") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +79,36 @@ class Inbound:
     _acks: AckCoalescer | None = field(default=None, repr=False)  # the consuming channel's, if consumed
 
     async def ack(self) -> None:
-        if self._acks is None:
-            await self._raw.ack()
-        else:
-            await self._acks.ack(self._raw)
+        with mapped("basic.ack"):
+            if self._acks is None:
+                await self._raw.ack()
+            else:
+                await self._acks.ack(self._raw)
 
-    async def requeue(self) -> None:
-        if self._acks is not None:
-            self._acks.forget(self._raw)
-        await self._raw.nack(requeue=True)
+    async def release(self) -> None:
+        """Give the message back untouched (drain, cancelled handler): ``basic.nack(requeue)``, which
+        RabbitMQ 4.3 no longer counts toward a quorum queue's delivery limit."""
+        await self._return(count=False)
+
+    async def return_failed(self) -> None:
+        """Give back a message that could not be settled: ``basic.reject(requeue)``, which every version
+        counts toward the delivery limit — so a message that can never be settled does not loop forever."""
+        await self._return(count=True)
+
+    async def _return(self, *, count: bool) -> None:
+        if self._acks is not None and not self._acks.forget(self._raw):
+            return  # its ack is already on the way (the outcome was confirmed): a nack would be a second settle
+        with mapped("basic.reject" if count else "basic.nack"):
+            if count:
+                await self._raw.reject(requeue=True)
+            else:
+                await self._raw.nack(requeue=True)
+
+    @property
+    def delivery_count(self) -> int:
+        """Failed deliveries so far as the quorum queue counts them (``x-delivery-count``; 0 if absent)."""
+        value = self.headers.get("x-delivery-count")
+        return value if isinstance(value, int) and value > 0 else 0
 
 
 Handler = Callable[[Inbound], Awaitable[None]]
@@ -85,9 +129,10 @@ class Outbound:
 class Session:
     """One connection: a consuming channel with a bounded prefetch, a confirming publishing channel."""
 
-    def __init__(self, settings: BrokerSettings, conn: AbstractConnection) -> None:
+    def __init__(self, settings: BrokerSettings, conn: AbstractConnection, node: int = 0) -> None:
         self.settings = settings
         self.conn = conn
+        self.node = node  # index into settings.amqp_urls of the node this session is connected to
         self.closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         conn.close_callbacks.add(self._on_close)
         self._consume: AbstractChannel | None = None
@@ -101,51 +146,77 @@ class Session:
         if not self.closed.done():
             self.closed.set_result(exc)
 
+    @property
+    def server(self) -> str:
+        """``RabbitMQ 4.3.6`` — what the broker said of itself at connection start."""
+        transport = getattr(self.conn, "transport", None)
+        props = getattr(getattr(transport, "connection", None), "server_properties", None) or {}
+        product, version = props.get("product", "?"), props.get("version", "?")
+        as_text = [v.decode() if isinstance(v, bytes) else str(v) for v in (product, version)]
+        return " ".join(as_text)
+
     async def open(self, prefetch_count: int) -> None:
         # Separate channels: a slow consumer never stalls confirms, and a channel error on publish
         # (e.g. a missing exchange) does not take the consumer down with it.
-        self._publish = await self.conn.channel(publisher_confirms=True, on_return_raises=True)
-        self._consume = await self.conn.channel(publisher_confirms=False)
-        await self._consume.set_qos(prefetch_count=prefetch_count)
+        with mapped("channel.open"):
+            self._publish = await self.conn.channel(publisher_confirms=True, on_return_raises=True)
+            self._consume = await self.conn.channel(publisher_confirms=False)
+            await self._consume.set_qos(prefetch_count=prefetch_count)
+            # A consumer cancelled by the broker (its queue deleted, or a node of a cluster gone) leaves
+            # the channel open and idle: treat it like a lost connection, so the caller re-consumes.
+            underlay = await self._consume.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(self._on_consumer_cancel)
         # A channel closed by the broker (e.g. a precondition failure) ends the session like a lost
         # connection does: the caller reconnects instead of idling with a dead consumer.
         self._publish.close_callbacks.add(self._on_close)
         self._consume.close_callbacks.add(self._on_close)
 
+    def _on_consumer_cancel(self, frame: object) -> None:
+        if getattr(frame, "consumer_tag", None) == self._tag:
+            self._on_close(None, BrokerUnavailable("the broker cancelled our consumer (queue deleted or moved?)"))
+
     @property
     def alive(self) -> bool:
         return not self.closed.done() and not self.conn.is_closed
 
-    async def declare(self, host: str, port_names: Sequence[str], retry_intervals_s: Sequence[float]) -> None:
-        """SPEC topology for one host, idempotent; all durable, queues quorum."""
+    async def declare(
+        self, host: str, port_names: Sequence[str], retry_intervals_s: Sequence[float], others: Sequence[str] = ()
+    ) -> None:
+        """SPEC topology for one host, idempotent; all durable, queues quorum. ``others``: send ports
+        of other hosts, unbound from this host's queue (a port moved to another host)."""
         ch = self._channel(self._publish)
-        outbound = await ch.declare_exchange(t.OUTBOUND, aio_pika.ExchangeType.DIRECT, durable=True)
-        await ch.declare_exchange(t.DELIVERY, aio_pika.ExchangeType.TOPIC, durable=True)
-        suspended = await ch.declare_exchange(t.SUSPENDED, aio_pika.ExchangeType.DIRECT, durable=True)
-        susp_q = await ch.declare_queue(t.suspended_queue(host), durable=True, arguments=t.suspended_queue_args())
-        await susp_q.bind(suspended, routing_key=host)
-        queue = await ch.declare_queue(t.host_queue(host), durable=True, arguments=t.host_queue_args(host))
-        for name in port_names:
-            await queue.bind(outbound, routing_key=name)
-        for interval in sorted(set(retry_intervals_s)):
-            await ch.declare_queue(
-                t.retry_queue(host, interval), durable=True, arguments=t.retry_queue_args(host, interval)
-            )
+        with mapped("declare"):
+            outbound = await ch.declare_exchange(t.OUTBOUND, aio_pika.ExchangeType.DIRECT, durable=True)
+            await ch.declare_exchange(t.DELIVERY, aio_pika.ExchangeType.TOPIC, durable=True)
+            suspended = await ch.declare_exchange(t.SUSPENDED, aio_pika.ExchangeType.DIRECT, durable=True)
+            susp_q = await ch.declare_queue(t.suspended_queue(host), durable=True, arguments=t.suspended_queue_args())
+            await susp_q.bind(suspended, routing_key=host)
+            queue = await ch.declare_queue(t.host_queue(host), durable=True, arguments=t.host_queue_args(host))
+            for name in port_names:
+                await queue.bind(outbound, routing_key=name)
+            for name in others:
+                await queue.unbind(outbound, routing_key=name)
+            for interval in sorted(set(retry_intervals_s)):
+                await ch.declare_queue(
+                    t.retry_queue(host, interval), durable=True, arguments=t.retry_queue_args(host, interval)
+                )
 
     async def consume(self, queue_name: str, handler: Handler) -> None:
         ch = self._channel(self._consume)
-        self._queue = await ch.get_queue(queue_name, ensure=True)
 
         async def on_message(raw: AbstractIncomingMessage) -> None:
             self._acks.delivered(raw)
             await handler(_inbound(raw, self._acks))
 
-        self._tag = await self._queue.consume(on_message, no_ack=False)
+        with mapped("basic.consume"):
+            self._queue = await ch.get_queue(queue_name, ensure=True)
+            self._tag = await self._queue.consume(on_message, no_ack=False)
 
     async def cancel(self) -> None:
         """Stop receiving new deliveries; unacked ones stay ours until acked or the channel closes."""
         if self._queue is not None and self._tag is not None and not self.closed.done():
-            await self._queue.cancel(self._tag)
+            with mapped("basic.cancel"):
+                await self._queue.cancel(self._tag)
             self._tag = None
 
     async def publish(
@@ -153,14 +224,20 @@ class Session:
     ) -> None:
         """Publish persistent and mandatory; return only once the broker confirmed it.
 
-        Raises DeliveryFailed when the broker nacks, returns it unroutable, or does not confirm in
-        ``publish_timeout_s`` — the caller must then not ack the input.
+        Raises MessageError ``message-too-large`` (permanent) for a body over the broker's
+        ``max_message_size`` before anything is sent; DeliveryFailed when the broker nacks, returns it
+        unroutable, or does not confirm in ``publish_timeout_s``; BrokerUnavailable when the channel
+        or connection fails — the caller must then not ack the input.
         """
+        limit = self.settings.broker_max_message_bytes
+        if len(message.body) > limit:
+            raise MessageError(
+                f"the {stage} message would be {len(message.body)} bytes, over the broker's max_message_size "
+                f"(SENDPIPE_BROKER_MAX_MESSAGE_BYTES = {limit}); RabbitMQ would close the channel",
+                code="message-too-large",
+                stage=stage,
+            )
         ch = self._channel(self._publish)
-        target = self._exchanges.get(exchange)
-        if target is None:
-            target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
-            self._exchanges[exchange] = target
         props = _properties_of(original) if original is not None else {}
         props.update(headers=_encodable(message.headers), delivery_mode=DeliveryMode.PERSISTENT)
         for name in ("message_id", "correlation_id", "content_type"):
@@ -169,76 +246,107 @@ class Session:
                 props[name] = value
         props.setdefault("timestamp", dt.datetime.now(dt.UTC))
         try:
-            await target.publish(
-                aio_pika.Message(message.body, **props),
-                routing_key=message.routing_key,
-                mandatory=True,
-                timeout=self.settings.publish_timeout_s,
-            )
-        except aio_pika.exceptions.PublishError as exc:
-            raise DeliveryFailed(
-                f"{exchange or '(default)'} returned the message as unroutable (routing key "
-                f"{message.routing_key!r}): no queue is bound for it",
-                code="delivery-unroutable",
-                stage=stage,
-            ) from exc
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise DeliveryFailed(f"the broker refused the message on {exchange!r} (nack)", stage=stage) from exc
-        except TimeoutError as exc:
-            raise DeliveryFailed(
-                f"no publisher confirm from {exchange!r} within {self.settings.publish_timeout_s}s",
-                code="publish-timeout",
-                stage=stage,
-            ) from exc
+            with mapped(f"publish to {exchange or '(default)'}"):
+                target = self._exchanges.get(exchange)
+                if target is None:
+                    target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
+                    self._exchanges[exchange] = target
+                await target.publish(
+                    aio_pika.Message(message.body, **props),
+                    routing_key=message.routing_key,
+                    mandatory=True,
+                    timeout=self.settings.publish_timeout_s,
+                )
+        except BrokerUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aio_pika.exceptions.PublishError):
+                raise DeliveryFailed(
+                    f"{exchange or '(default)'} returned the message as unroutable (routing key "
+                    f"{message.routing_key!r}): no queue is bound for it",
+                    code="delivery-unroutable",
+                    stage=stage,
+                ) from cause
+            if isinstance(cause, aio_pika.exceptions.DeliveryError):
+                raise DeliveryFailed(f"the broker refused the message on {exchange!r} (nack)", stage=stage) from cause
+            if isinstance(cause, TimeoutError):
+                raise DeliveryFailed(
+                    f"no publisher confirm from {exchange!r} within {self.settings.publish_timeout_s}s",
+                    code="publish-timeout",
+                    stage=stage,
+                ) from cause
+            raise
+
+    async def count(self, queue_name: str) -> int:
+        """Messages ready in a queue (passive declare: never creates it)."""
+        with mapped("queue.declare passive"):
+            queue = await self._channel(self._consume).declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
 
     async def get(self, queue_name: str) -> Inbound | None:
         """One message from a queue without a consumer (operator tools); unacked until settled."""
-        queue = await self._channel(self._consume).get_queue(queue_name, ensure=True)
-        raw = await queue.get(no_ack=False, fail=False)
+        with mapped("basic.get"):
+            queue = await self._channel(self._consume).get_queue(queue_name, ensure=True)
+            raw = await queue.get(no_ack=False, fail=False)
         return None if raw is None else _inbound(raw)
 
     async def close(self) -> None:
-        if not self.conn.is_closed:
-            await self.conn.close()
+        with contextlib.suppress(BrokerUnavailable), mapped("connection.close"):
+            if not self.conn.is_closed:
+                await self.conn.close()
 
     @staticmethod
     def _channel(ch: AbstractChannel | None) -> AbstractChannel:
         if ch is None or ch.is_closed:
-            raise TransientError("broker channel is not open", code="broker-unavailable")
+            raise BrokerUnavailable("broker channel is not open")
         return ch
 
 
-async def connect(settings: BrokerSettings, *, name: str, prefetch_count: int = 1) -> Session:
-    """Open a Session (plain connection: reconnects are the caller's loop, so consumers are always
-    re-established explicitly — aio-pika's robust connection has lost them in the past)."""
-    url = settings.amqp_url.get_secret_value()
+async def connect(settings: BrokerSettings, *, name: str, prefetch_count: int = 1, start: int = 0) -> Session:
+    """Open a Session on the first node that answers, trying the list in order from ``start`` (plain
+    connections: reconnects are the caller's loop, so consumers are always re-established explicitly —
+    aio-pika's robust connection has lost them in the past)."""
+    urls = settings.amqp_urls
+    reasons: list[str] = []
+    for step in range(len(urls)):
+        node = (start + step) % len(urls)
+        try:
+            return await _connect_one(settings, urls[node], node, name, prefetch_count)
+        except BrokerUnavailable as exc:
+            reasons.append(f"node {node + 1} ({_where(urls[node])}): {exc.message}" if len(urls) > 1 else exc.message)
+    raise BrokerUnavailable("; ".join(reasons)[:1000])
+
+
+async def _connect_one(settings: BrokerSettings, url: str, node: int, name: str, prefetch_count: int) -> Session:
     context = None
     if url.startswith("amqps://"):
         context = ssl.create_default_context(cafile=str(settings.amqp_ca_file) if settings.amqp_ca_file else None)
     try:
-        conn = await aio_pika.connect(
-            url,
-            ssl_context=context,
-            timeout=10,
-            client_properties={"connection_name": name},
-            heartbeat=settings.heartbeat_s,
-        )
-    except CONNECTION_ERRORS as exc:
+        with mapped("cannot connect to the broker"):
+            conn = await aio_pika.connect(
+                url,
+                ssl_context=context,
+                timeout=10,
+                client_properties={"connection_name": name},
+                heartbeat=settings.heartbeat_s,
+            )
+    except BrokerUnavailable as exc:
         # Say why (refused, TLS verification, authentication) without ever echoing the URL's password.
-        reason = str(exc)
         password = urlsplit(url).password
         if password:
-            reason = reason.replace(password, "***")
-        raise TransientError(
-            f"cannot connect to the broker: {type(exc).__name__}: {reason[:300]}", code="broker-unavailable"
-        ) from exc
-    session = Session(settings, conn)
+            exc.args = (exc.message.replace(password, "***"),)
+        raise
+    session = Session(settings, conn, node)
     try:
         await session.open(prefetch_count)
     except BaseException:
-        await conn.close()
+        await session.close()
         raise
     return session
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (5671 if parts.scheme == 'amqps' else 5672)}"
 
 
 def header_bytes(headers: Mapping[str, Any]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import json
 import sys
 import time
@@ -12,10 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker import bootstrap, broker, settings, suspended, topology
+from worker import bootstrap, broker, limits, settings, suspended, topology
+from worker.config import Config
 from worker.errors import SendpipeError
 from worker.preflight import Finding, preflight
 from worker.settings import BrokerSettings, InstanceSettings
+from worker.stages.registry import build_pipeline
+from worker.store import CertificateStore
 
 
 def register(sub: Any) -> None:
@@ -83,8 +87,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         Finding("warning", "store", store.account, "-", str(store.path), "file unusable", p, "store-file")
         for p in store.problems
     ]
-    rows = findings + problems
+    rows = findings + problems + _settings_findings()
     failed = any(f.level == "error" for f in rows)
+    limit = settings.load(BrokerSettings).broker_max_message_bytes if not failed else None
+    ceilings = _ceilings(config, store, inst.host or "", limit) if limit else {}
     if args.json:
         json.dump(
             {
@@ -92,6 +98,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "service_account": store.account,
                 "ok": not failed,
                 "findings": [dataclasses.asdict(f) for f in rows],
+                "broker_max_message_bytes": limit,
+                "largest_payload_bytes": ceilings,
             },
             sys.stdout,
             indent=2,
@@ -106,8 +114,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         for f in rows:
             if f.level != "ok" and f.detail:
                 print(f"  {f.level}: {f.subject}: {f.detail}")
+        if ceilings:
+            print(f"largest payload per send port under SENDPIPE_BROKER_MAX_MESSAGE_BYTES ({limit} bytes):")
+            _table(["send port", "largest payload"], [[p, _size(n)] for p, n in ceilings.items()])
         print("FAILED" if failed else "OK")
     return 1 if failed else 0
+
+
+def _settings_findings() -> list[Finding]:
+    """SPEC: unknown SENDPIPE_* variables are named (warning); broker settings that would refuse `run`."""
+    out = [
+        Finding("warning", "settings", name, "-", "environment", "unknown variable", "no setting has this name")
+        for name in settings.unknown_variables()
+    ]
+    try:
+        settings.load(BrokerSettings)
+    except SendpipeError as exc:
+        out.append(Finding("error", "settings", "broker", "-", "environment", exc.code, exc.message, exc.code))
+    return out
+
+
+def _ceilings(config: Config, store: CertificateStore, host: str, limit: int) -> dict[str, int | None]:
+    result: dict[str, int | None] = {}
+    for port in sorted(config.ports_of(host)):
+        try:
+            pipeline = build_pipeline(config, port, store)
+        except SendpipeError:
+            result[port] = None
+            continue
+        result[port] = limits.largest_payload(pipeline, port, limit)
+    return result
+
+
+def _size(n: int | None) -> str:
+    return "unknown (certificates missing)" if n is None else f"{n} bytes ({n / (1 << 20):.2f} MiB)"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> None:
@@ -169,36 +209,56 @@ def cmd_suspended(args: argparse.Namespace) -> int:
 
 async def _suspended(brk: BrokerSettings, host: str, args: argparse.Namespace) -> int:
     session = await broker.connect(brk, name=f"sendpipe-suspended-{host}")
-    try:
-        # Unacked until settled; closing the session returns every untouched message to the queue.
-        items = await suspended.take_all(session, host, limit=100_000)
-        chosen = suspended.select(items, args.ids, args.all)
-        missing = set(args.ids) - {s.id for s in chosen}
+    wanted, found = set(args.ids), set[str]()
+    rows: list[dict[str, Any]] = []  # what a listing shows, never the bodies (memory: one message)
+    acted: list[str] = []
+
+    def visit(item: suspended.Suspended) -> suspended.Action:
+        chosen = args.all or (item.id in wanted and item.id not in found)
         if args.action == "list":
-            _list(items, args.json)
-        elif args.action == "show" and chosen:
-            json.dump(chosen[0].details(), sys.stdout, indent=2, default=str)
+            rows.append({**item.details(), "attempts": item.header("sendpipe-attempts"), "age": item.age()})
+            return suspended.Action.KEEP
+        if not chosen:
+            return suspended.Action.KEEP
+        found.add(item.id)
+        acted.append(item.id)
+        if args.action == "show":
+            json.dump(item.details(), sys.stdout, indent=2, default=str)
             print()
             if args.save_body:
-                args.save_body.write_bytes(chosen[0].inbound.body)
-        elif args.action == "resume":
-            await suspended.resume(session, chosen, lambda s: print(f"resumed {s.id} to port {s.send_port}"))
-        elif args.action == "discard":
-            await suspended.discard(chosen, lambda s: print(f"discarded {s.id}"))
+                args.save_body.write_bytes(item.inbound.body)
+            return suspended.Action.STOP
+        print(f"{'resumed' if args.action == 'resume' else 'discarded'} {item.id}"
+              + (f" to port {item.send_port}" if args.action == "resume" else ""))  # fmt: skip
+        return suspended.Action.RESUME if args.action == "resume" else suspended.Action.DISCARD
+
+    try:
+        await suspended.scan(session, host, visit, done=lambda: not args.all and bool(wanted) and wanted <= found)
     finally:
         await session.close()
+        if args.action in {"resume", "discard"} and acted:
+            _audit(f"suspended.{args.action}d", host, acted)
+    if args.action == "list":
+        _list(rows, args.json)
+    missing = wanted - found
     for mid in sorted(missing):
         print(f"not found: {mid}", file=sys.stderr)
     return 1 if missing else 0
 
 
-def _list(items: list[suspended.Suspended], as_json: bool) -> None:
+def _audit(event: str, host: str, ids: list[str]) -> None:
+    """SPEC: every resume and discard is logged, with who did it (one JSON line on stderr)."""
+    line = {"event": event, "host": host, "by": "cli", "user": getpass.getuser(), "count": len(ids), "ids": ids[:1000]}
+    print(json.dumps(line), file=sys.stderr)
+
+
+def _list(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        json.dump([s.details() for s in items], sys.stdout, indent=2, default=str)
+        json.dump(rows, sys.stdout, indent=2, default=str)
         print()
         return
     _table(
         ["id", "send port", "error code", "attempts", "age"],
-        [[s.id, s.send_port, s.error_code, s.header("sendpipe-attempts"), s.age()] for s in items],
+        [[str(r["message_id"] or "(none)"), r["send_port"], r["error_code"], r["attempts"], r["age"]] for r in rows],
     )
-    print(f"{len(items)} suspended")
+    print(f"{len(rows)} suspended")

@@ -7,9 +7,14 @@
     ├── CertificateError                permanent: a certificate is missing, unusable or revoked
     ├── MessageError                    permanent: the message itself cannot be processed
     └── TransientError                  transient: the world may heal (broker, timeouts); retried
+        ├── BrokerUnavailable           the connection or channel is gone: nothing can be settled on it
+        └── DeliveryFailed              the broker nacked, returned or did not confirm one publish
 
 Permanent errors suspend the message (``sendpipe.suspended.<host>``); transient errors are retried
 at the send port's interval, at most ``retry_count`` times, then suspended as ``retries-exhausted``.
+``BrokerUnavailable`` is the exception: it is not an outcome of the message — the session is over,
+the broker redelivers what was not acked. Only ``worker/broker.py`` raises it, mapping the broker
+library's own exceptions (the rest of the code never names aiormq or aio-pika types).
 Messages carry no secrets: they name files, thumbprints and fields, never key material or payloads.
 """
 
@@ -72,6 +77,12 @@ class TransientError(SendpipeError):
 
     code = "transient-failure"
     transient = True
+
+
+class BrokerUnavailable(TransientError):
+    """The connection or a channel failed (refused, reset, closed by the broker, consumer cancelled)."""
+
+    code = "broker-unavailable"
 
 
 class DeliveryFailed(TransientError):

@@ -10,7 +10,7 @@ from typing import Any
 from worker.broker import Outbound
 from worker.errors import SendpipeError
 from worker.message import Message
-from worker.topology import OUTBOUND
+from worker.topology import OUTBOUND, host_queue
 
 # Our retry bookkeeping, and the headers we set on the way out: never taken over from the input.
 RETRY_HEADERS = frozenset({"sendpipe-attempts", "sendpipe-last-error-code"})
@@ -29,8 +29,19 @@ OURS = frozenset(
         "sendpipe-suspended-at",
     }
 )
-# Broker bookkeeping (dead-lettering, the quorum delivery count) is not the producer's either.
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+# The broker's own bookkeeping is not the producer's: dead-lettering (x-death, x-first-/x-last-death-*),
+# the quorum queue's counters (x-delivery-count; x-acquired-count since 4.3), shovel and federation
+# marks, AMQP 1.0 annotations RabbitMQ 4 maps into 0-9-1 headers (x-opt-*). Prefixes, as they grow.
+BROKER_HEADER_PREFIXES = (
+    "x-death",
+    "x-first-death-",
+    "x-last-death-",
+    "x-delivery-count",
+    "x-acquired-count",
+    "x-received-from",
+    "x-shovelled",
+    "x-opt-",
+)
 
 
 def passthrough(headers: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,7 +49,7 @@ def passthrough(headers: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: v
         for k, v in headers.items()
-        if k not in RETRY_HEADERS and k not in OURS and not k.startswith(_BROKER_HEADERS)
+        if k not in RETRY_HEADERS and k not in OURS and not k.startswith(BROKER_HEADER_PREFIXES)
     }
 
 
@@ -100,6 +111,19 @@ def retry(body: bytes, headers: Mapping[str, Any], queue: str, port: str, attemp
         "sendpipe-last-error-code": err.code,
     }
     return Outbound(body, queue, headers=kept)
+
+
+def with_assigned_id(
+    body: bytes, headers: Mapping[str, Any], exchange: str, port: str, message_id: str, host: str
+) -> Outbound:
+    """The copy of an id-less input that carries its assigned id, back into the host queue (the default
+    exchange, like a retry: the send port travels in our header)."""
+    if exchange == OUTBOUND:
+        kept = passthrough(headers)  # from a producer: it cannot pre-spend our retries
+    else:
+        kept = {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADER_PREFIXES)}
+    kept["sendpipe-send-port"] = port
+    return Outbound(body, host_queue(host), message_id=message_id, headers=kept)
 
 
 def suspension(

@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
 
 SECRETS_DIR = Path("/run/secrets")
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def split_urls(value: str) -> list[str]:
+    """``SENDPIPE_AMQP_URL`` as a node list; ValueError (never echoing the value: it holds a password)."""
+    urls = [part.strip() for part in value.split(",")]
+    if not urls or any(not u for u in urls):
+        raise ValueError("empty URL in the list (URLs are separated by single commas)")
+    for number, url in enumerate(urls, 1):
+        where = f"URL {number} of {len(urls)}"
+        parts = urlsplit(url)
+        if parts.scheme not in {"amqp", "amqps"}:
+            raise ValueError(f"{where}: scheme must be amqp:// or amqps://")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(
+                f"{where}: the port is not a number (one full URL per node, e.g. "
+                "amqp://user:pass@h1:5672/,amqp://user:pass@h2:5672/)"
+            ) from None
+        if not parts.hostname or (port is not None and not 0 < port < 65536):
+            raise ValueError(f"{where}: no host, or a port out of range")
+    return urls
 
 
 def _config() -> SettingsConfigDict:
@@ -34,13 +59,28 @@ class BrokerSettings(BaseSettings):
 
     model_config = _config()
 
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # One URL, or the nodes of one cluster as full URLs separated by commas (SPEC), tried in order.
+    amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
     amqp_ca_file: Path | None = None  # CA bundle for amqps:// (server verification)
     prefetch_count: int = Field(default=0, ge=0, le=65535)  # 0: derived from the worker thread count
     publish_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_s: int = Field(default=30, ge=0)
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=15.0, gt=0)
+    # RabbitMQ 4's default max_message_size: larger entities are suspended before publishing, since
+    # the broker would close the channel (406) and the message would loop through redeliveries.
+    broker_max_message_bytes: int = Field(default=16 * 1024 * 1024, gt=0, le=512 * 1024 * 1024)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _urls_parse(cls, value: SecretStr) -> SecretStr:
+        split_urls(value.get_secret_value())  # raises ValueError without echoing the value
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The nodes to try, in order."""
+        return split_urls(self.amqp_url.get_secret_value())
 
 
 class StoreSettings(BaseSettings):
@@ -76,10 +116,64 @@ class InstanceSettings(BaseSettings):
     stats_interval_s: float = Field(default=60.0, gt=0)
     health_file: Path | None = None  # heartbeat file written while consuming; `sendpipe health` reads it
     health_max_age_s: float = Field(default=30.0, gt=0)
+    # Payload bytes being processed at once (0: derived from the memory limit, see in_flight_budget).
+    max_in_flight_bytes: int = Field(default=0, ge=0)
 
     @property
     def threads(self) -> int:
         return self.worker_threads or (os.cpu_count() or 1)
+
+    @property
+    def in_flight_budget(self) -> int:
+        """A large message costs ~15x its size while it is encoded and published (docs/performance.md):
+        by default 1/32 of the memory this process may use, between 16 MiB and 512 MiB."""
+        if self.max_in_flight_bytes:
+            return self.max_in_flight_bytes
+        return min(512 << 20, max(16 << 20, memory_limit_bytes() // 32))
+
+
+def memory_limit_bytes() -> int:
+    """The cgroup's memory limit (v2, then v1) when there is one, else the machine's memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 says "no limit" with a huge number
+            return int(text)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1 << 30
+
+
+# Variables read by the settings objects above (and the secrets they may come from), as SENDPIPE_* names.
+def known_variables() -> set[str]:
+    fields = {*BrokerSettings.model_fields, *StoreSettings.model_fields, *InstanceSettings.model_fields}
+    return {f"SENDPIPE_{name.upper()}" for name in fields}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """SENDPIPE_* variables no setting reads: a typo would otherwise silently fall back to a default."""
+    env = os.environ if environ is None else environ
+    known = known_variables()
+    return sorted(name for name in env if name.upper().startswith("SENDPIPE_") and name.upper() not in known)
+
+
+def check_broker_variables(environ: Mapping[str, str] | None = None) -> None:
+    """SPEC: with SENDPIPE_AMQP_URL unset but another SENDPIPE_AMQP* set, never use the default broker."""
+    env = os.environ if environ is None else environ
+    names = {name.upper() for name in env}
+    url_secret = SECRETS_DIR / "sendpipe_amqp_url"
+    if "SENDPIPE_AMQP_URL" in names or url_secret.is_file():
+        return
+    others = sorted(n for n in names if n.startswith("SENDPIPE_AMQP"))
+    if others:
+        raise ConfigError(
+            f"SENDPIPE_AMQP_URL is not set but {', '.join(others)} is: refusing to fall back to the default "
+            f"broker ({DEFAULT_AMQP_URL.replace('guest:guest@', '')}); set SENDPIPE_AMQP_URL (a typo?)",
+            code="settings-invalid",
+        )
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -87,6 +181,8 @@ S = TypeVar("S", bound=BaseSettings)
 
 def load(kind: type[S]) -> S:
     """Build one settings object, turning pydantic's error into a ConfigError naming the variables."""
+    if kind is BrokerSettings:
+        check_broker_variables()
     try:
         return kind()
     except ValidationError as exc:

@@ -122,7 +122,10 @@ class CertificateStore:
                 code="signing-cert-not-found",
             )
         if entry.key_error is not None:
-            raise entry.key_error
+            # A fresh exception per call: raising the stored object again would chain every failed
+            # message's traceback (and its payload's frames) onto one ever-growing __traceback__.
+            stored = entry.key_error
+            raise CertificateError(stored.message, code=stored.code, stage=stored.stage)
         if entry.key is None:
             raise CertificateError(
                 f"signing certificate {tp} in {entry.path} has no private key", code="signing-cert-no-private-key"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,35 +76,56 @@ class Suspended:
         }  # fmt: skip
 
 
-async def take_all(session: Session, host: str, limit: int) -> list[Suspended]:
-    """Take up to ``limit`` messages off the suspended queue, unacked: each must then be settled
-    (acked, or requeued by closing the session) — nothing is removed until an operator decides."""
-    taken: list[Suspended] = []
-    while len(taken) < limit:
-        inbound = await session.get(topology.suspended_queue(host))
+class Action(enum.Enum):
+    KEEP = "keep"  # moved to the queue's tail, untouched
+    RESUME = "resume"
+    DISCARD = "discard"
+    STOP = "stop"  # keep this one and end the scan (found what was asked for)
+
+
+# The quorum queue's counters of the copy we take off; the kept copy is a new message (count 0).
+_COUNTERS = ("x-delivery-count", "x-acquired-count")
+
+
+async def scan(
+    session: Session, host: str, visit: Callable[[Suspended], Action], done: Callable[[], bool] = lambda: False
+) -> int:
+    """Visit each message that was in ``sendpipe.suspended.<host>`` when the scan started, one at a time.
+
+    Why not ``basic.get`` and give the messages back: RabbitMQ 4's quorum queues count every return
+    (a reject, or closing the channel with it unacked) as a failed delivery and drop the message after
+    20 by default, and 4.3 puts a nacked one back at the head. So a message to keep is *moved*: the same
+    body and properties republished to the queue's tail (publisher-confirmed), then the taken copy
+    acked. No delivery budget is used on any version, memory holds one message, and a crash in between
+    leaves a duplicate (same message id), never a loss. Returns how many messages were visited.
+    """
+    queue = topology.suspended_queue(host)
+    total = await session.count(queue)
+    seen = 0
+    while seen < total and not done():
+        inbound = await session.get(queue)
         if inbound is None:
             break
-        taken.append(Suspended(inbound))
-    return taken
+        seen += 1
+        item = Suspended(inbound)
+        action = visit(item)
+        if action is Action.RESUME:
+            await _resume_one(session, item)
+        elif action is Action.DISCARD:
+            await inbound.ack()
+        else:
+            headers = {k: v for k, v in inbound.headers.items() if not k.startswith(_COUNTERS)}
+            await session.publish("", Outbound(inbound.body, queue, headers=headers), original=inbound, stage="keep")
+            await inbound.ack()
+            if action is Action.STOP:
+                break
+    return seen
 
 
-def select(items: Sequence[Suspended], ids: Sequence[str], everything: bool) -> list[Suspended]:
-    wanted = set(ids)
-    return [s for s in items if everything or s.id in wanted]
-
-
-async def resume(session: Session, items: Sequence[Suspended], on_done: Callable[[Suspended], None]) -> None:
-    """Publish each back to ``sendpipe.outbound`` (its send port as routing key), confirmed, then ack."""
-    for item in items:
-        port = item.send_port
-        headers = {k: v for k, v in routing.passthrough(item.inbound.headers).items() if k not in _FAILURE_HEADERS}
-        await session.publish(topology.OUTBOUND, Outbound(item.inbound.body, port, headers=headers),
-                              original=item.inbound, stage="resume")  # fmt: skip
-        await item.inbound.ack()
-        on_done(item)
-
-
-async def discard(items: Sequence[Suspended], on_done: Callable[[Suspended], None]) -> None:
-    for item in items:
-        await item.inbound.ack()
-        on_done(item)
+async def _resume_one(session: Session, item: Suspended) -> None:
+    """Publish back to ``sendpipe.outbound`` (its send port as routing key), confirmed, then ack."""
+    port = item.send_port
+    headers = {k: v for k, v in routing.passthrough(item.inbound.headers).items() if k not in _FAILURE_HEADERS}
+    await session.publish(topology.OUTBOUND, Outbound(item.inbound.body, port, headers=headers),
+                          original=item.inbound, stage="resume")  # fmt: skip
+    await item.inbound.ack()

@@ -46,7 +46,7 @@ async def test_out_of_order_settlement_acks_exactly_the_settled(vhost: str) -> N
         for i in batch:
             if rng.random() < 0.1:
                 requeued.add(i)
-                settle.append(first[i].requeue())
+                settle.append(first[i].release())
             else:
                 settle.append(first[i].ack())
         await asyncio.gather(*settle)  # one tick: the acks among them coalesce
