@@ -18,34 +18,47 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from brokers import BROKERS, RABBITMQ_310, Broker, add_vhost_expr
 from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_personal_pfx
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672"
+BROKER = RABBITMQ_310.url  # the machine's node; tests take theirs from the `vhost` / `broker` fixtures
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
 STORE_PASSWORD = "pfx-pass-Ω"  # a test secret, asserted never to appear in logs
 
 
-def _ctl(*args: str) -> None:
-    # A fault test may have just restarted the broker's app: wait for it rather than fail the next test.
+def ctl_retrying(broker: Broker, *args: str) -> None:
+    """``rabbitmqctl ARGS`` on ``broker``; a fault test may have just restarted its app: wait, do not fail."""
+    error = ""
     for attempt in range(3):
-        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=60, check=False)
-        if done.returncode == 0:
+        try:
+            broker.ctl(*args, timeout_s=60)
             return
-        subprocess.run(
-            ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], capture_output=True, timeout=90, check=False
-        )
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            error = str(exc)
+        broker.ctl_run("-q", "await_startup", "--timeout", "60", timeout_s=90)
         time.sleep(1 + attempt)
-    raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.decode(errors='replace')[:300]}")
+    raise AssertionError(error[:500])
+
+
+@pytest.fixture(params=[pytest.param(b, id=b.name) for b in BROKERS])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """Each broker test runs once per node of ``tests/brokers.py``: the machine's 3.10 and our own 4.3.
+
+    A node that does not answer fails the test (with how to start it), never skips it.
+    """
+    target: Broker = request.param
+    target.require()
+    return target
 
 
 @pytest.fixture
-def vhost() -> Iterator[str]:
-    """A vhost of its own: the SPEC topology names are fixed, so isolation is per vhost."""
+def vhost(broker: Broker) -> Iterator[str]:
+    """A vhost of its own on the test's broker (the SPEC topology names are fixed, so isolation is per
+    vhost); its AMQP URL. Two ctl calls per test: create with permissions, delete."""
     name = f"sendpipe-test-{uuid.uuid4().hex[:12]}"
-    _ctl("add_vhost", name)
-    _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield f"{BROKER}/{name}"
-    _ctl("delete_vhost", name)
+    ctl_retrying(broker, "eval", add_vhost_expr(name))
+    yield broker.url_for(name)
+    ctl_retrying(broker, "delete_vhost", name)
 
 
 @dataclass

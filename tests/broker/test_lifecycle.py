@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-import subprocess
 import time
 from typing import Any
 
 import aio_pika
+from brokers import broker_of
 from conftest import Client, Deployment
 
 N = 1000  # enough that an instance is still busy when the fault lands (it does ~300-600/s here)
@@ -90,9 +90,7 @@ async def test_killed_connections_are_recovered_and_processing_continues(
     await _wait_count(client, capture.name, 40)
     started = time.monotonic()
     name = vhost.rsplit("/", 1)[1]
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_all_connections", "-p", name, "sendpipe test: killed"], check=True, timeout=60
-    )
+    broker_of(vhost).ctl("close_all_connections", "-p", name, "sendpipe test: killed", timeout_s=60)
     worker.wait_for("consumer.started", count=2, timeout_s=30)
     recovery_s = time.monotonic() - started
     # Our own client connection was closed as well; a producer would reconnect too.

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from brokers import broker_of
 from conftest import SENDPIPE, Client, Deployment
 from pki import write_personal_pfx
 from smime_check import unwrap
@@ -145,11 +146,12 @@ async def test_health_follows_the_consumer_and_stats_are_logged(
     # The broker stops the consumer's connection for good (vhost permissions gone): health goes stale
     # although the process lives on, reconnecting.
     name = vhost.rsplit("/", 1)[1]
-    subprocess.run(["rabbitmqctl", "-q", "clear_permissions", "-p", name, "guest"], check=True, timeout=60)
-    subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "-p", name, "test"], check=True, timeout=60)
+    broker = broker_of(vhost)
+    broker.ctl("clear_permissions", "-p", name, "guest", timeout_s=60)
+    broker.ctl("close_all_connections", "-p", name, "test", timeout_s=60)
     time.sleep(2.5)
     unhealthy = sendpipe(env, "health")
     assert unhealthy.returncode == 1 and "unhealthy" in unhealthy.stdout
     assert worker.proc is not None and worker.proc.poll() is None
     assert worker.events("stats")[-1]["delivered"] >= 1
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True)
+    broker.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*", timeout_s=60)

@@ -1,7 +1,8 @@
 """Fixtures of the reliability checks: the broker tests' fixtures, a lab, and a guard on every log written.
 
-``vhost``, ``deployment``, ``workers`` and ``client`` are the ones of ``tests/broker/conftest.py`` (loaded by
-path in ``lab``: two modules named ``conftest`` cannot be imported side by side).
+``broker``, ``vhost``, ``deployment``, ``workers`` and ``client`` are the ones of ``tests/broker/conftest.py``
+(loaded by path in ``lab``: two modules named ``conftest`` cannot be imported side by side): every test that
+uses a vhost runs on each broker of ``tests/brokers.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 from pki import Issued, TestPKI
 
-from .lab import Lab, broker_fixtures, ensure_broker_running, log_files
+from .lab import Lab, broker_fixtures, ensure_all_brokers_running, log_files
 
+broker = broker_fixtures.broker
 vhost = broker_fixtures.vhost
 deployment = broker_fixtures.deployment
 workers = broker_fixtures.workers
@@ -40,6 +42,6 @@ def no_secrets_in_logs(tmp_path: Path, reliability_lab: Lab) -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def broker_left_running() -> Iterator[None]:
-    """Whatever a fault test did to the shared broker, the next tests find it running."""
+    """Whatever a fault test did to a broker we own (the 4.3 node), it is left running."""
     yield
-    ensure_broker_running()
+    ensure_all_brokers_running()

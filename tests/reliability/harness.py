@@ -1,8 +1,10 @@
 """Fault harness: publish N uniquely numbered messages, inject faults, drain, reconcile, print a table.
 
-    .venv/bin/python -m tests.reliability.harness [--long] [--scenario NAME ...] [--seed N] [--keep DIR]
+    .venv/bin/python -m tests.reliability.harness [--long] [--broker NAME ...] [--scenario NAME ...] [--seed N]
+        [--keep DIR]
 
-Each scenario runs in a vhost of its own against the shared RabbitMQ with real ``sendpipe run`` processes.
+Each scenario runs on each broker of ``tests/brokers.py`` (the machine's RabbitMQ 3.10 and the project's own
+4.3 node), in a vhost of its own, with real ``sendpipe run`` processes.
 A producer publishes at a steady rate (confirmed, mandatory) while faults are injected at seeded random
 moments; afterwards everything is drained from ``sendpipe.delivery`` (a capture queue bound with ``#``) and
 ``sendpipe.suspended.<host>`` and reconciled against what was published:
@@ -30,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,12 @@ if __package__ in {None, ""}:  # `python tests/reliability/harness.py`
 
 from . import lab
 from .lab import (
+    BROKERS,
     ENVELOPED,
     HOST_QUEUE,
     MARKER,
     SUSPENDED_QUEUE,
+    Broker,
     Instance,
     Lab,
     Publisher,
@@ -53,7 +57,7 @@ from .lab import (
 )
 
 RECOVERY_LIMIT_S = 30.0
-# stop_app stops the broker for everyone: wait this long for other vhosts' clients to go, then give up.
+# stop_app stops the (owned) broker for every client of it: wait this long for other vhosts' clients to go.
 QUIET_WAIT_S = 60.0
 FORCE_ENV = "SENDPIPE_RELIABILITY_FORCE_BROKER_STOP"
 FORCE_BROKER_STOP = os.environ.get(FORCE_ENV) == "1"
@@ -71,8 +75,11 @@ def _exc_type(event: dict[str, Any]) -> str | None:
     return None
 
 
+BY_NAME = {b.name: b for b in BROKERS}
+
+
 class BrokerBusy(Exception):
-    """The shared broker serves other clients: the broker-restart scenario is skipped, not run under them."""
+    """The broker serves other clients: the broker-restart scenario is not run under them."""
 
 
 CAPTURE_QUEUE = "reliability-capture"
@@ -121,6 +128,7 @@ class Figures:
     """One row of the table, and everything that went wrong in the scenario."""
 
     scenario: str
+    broker: str = ""
     published: int = 0
     delivered: int = 0
     suspended: int = 0
@@ -139,7 +147,7 @@ class Figures:
         return not self.problems
 
     def explain(self) -> str:
-        return f"{self.scenario}: " + ("; ".join(self.problems) if self.problems else "ok")
+        return f"{self.scenario} on {self.broker}: " + ("; ".join(self.problems) if self.problems else "ok")
 
 
 # -- one run of one scenario ----------------------------------------------------------------------
@@ -148,13 +156,14 @@ class Figures:
 class Run:
     """A scenario's world: vhost, deployment, instances (every incarnation kept), producer, what was seen."""
 
-    def __init__(self, lab_: Lab, name: str, profile: Profile, seed: int, url: str) -> None:
+    def __init__(self, lab_: Lab, name: str, profile: Profile, seed: int, broker: Broker, url: str) -> None:
         self.lab = lab_
         self.name = name
+        self.broker = broker
         self.profile = profile
         self.rng = random.Random(f"{seed}:{name}:{profile.name}")
         self.url = url
-        self.dep = lab_.deployment(f"{name}-{profile.name}-{seed}")
+        self.dep = lab_.deployment(f"{name}-{profile.name}-{seed}-{broker.name}")
         self.logs = self.dep.root / "logs"
         self.logs.mkdir()
         self.instances: list[Instance] = []
@@ -166,7 +175,7 @@ class Run:
         self.delivered: list[Seen] = []
         self.suspended: list[Seen] = []
         self.recoveries: list[float] = []
-        self.figures = Figures(name)
+        self.figures = Figures(name, broker.name)
         self.resume_suspended = False  # the cert scenario: the operator resumes what was suspended
         self.resumed = 0
         self.allow_suspended_codes: set[str] = set()
@@ -422,6 +431,10 @@ class Scenario:
     what: str
     body: Body
     dup_limit: Callable[[Profile], int]
+    owned_only: bool = False  # stops the broker: only on a node the project owns
+
+    def runs_on(self, broker: Broker) -> bool:
+        return broker.owned or not self.owned_only
 
 
 async def _two_instances(run: Run) -> None:
@@ -468,23 +481,26 @@ async def takeover(run: Run) -> None:
 
 
 async def broker_restart(run: Run) -> None:
-    """rabbitmqctl stop_app / start_app under load; the instances reconnect by themselves."""
+    """rabbitmqctl stop_app / start_app under load; the instances reconnect by themselves.
+
+    Only on a node the project owns (``Broker.owned``: the 4.3 chroot node); the machine's shared 3.10 is never
+    stopped, so this scenario does not run there (``Scenario.owned_only``)."""
     # Production defaults for the reconnect backoff (the fixtures cap it at 2 s): the 30 s bound must hold.
     run.extra_env["SENDPIPE_RECONNECT_MAX_S"] = ""
     await _two_instances(run)
     vhost = lab.vhost_of(run.url)
     for k, moment in enumerate(run.moments(run.profile.restarts, hi=0.7)):
         await run.until(moment)
-        others = await asyncio.to_thread(lab.wait_for_quiet_broker, vhost, QUIET_WAIT_S)
+        others = await asyncio.to_thread(lab.wait_for_quiet_broker, run.broker, vhost, QUIET_WAIT_S)
         if others and not FORCE_BROKER_STOP:
             raise BrokerBusy(
-                f"the shared broker has {len(others)} connection(s) of other vhosts (another test run?), "
+                f"{run.broker.name} has {len(others)} connection(s) of other vhosts (another test run?), "
                 f"e.g. {others[0]!r}; not stopping it under them (set {FORCE_ENV}=1 to do it anyway)"
             )
         if others:
             run.figures.notes.append(f"stopped the broker with {len(others)} foreign connection(s) open")
         t_stop = lab.now()
-        await asyncio.to_thread(_outage, run.profile.outage_s)
+        await asyncio.to_thread(_outage, run.broker, run.profile.outage_s)
         t_back = lab.now()
         for inst in list(run.running.values()):
             started = await inst.wait_for("consumer.started", after=t_stop, timeout_s=60)
@@ -496,8 +512,8 @@ async def broker_restart(run: Run) -> None:
     await run.settle()
 
 
-def _outage(seconds: float) -> None:
-    with lab.broker_stopped():
+def _outage(broker: Broker, seconds: float) -> None:
+    with lab.broker_stopped(broker):
         time.sleep(seconds)
 
 
@@ -508,7 +524,9 @@ async def close_connections(run: Run) -> None:
     for k, moment in enumerate(run.moments(run.profile.closes)):
         await run.until(moment)
         t_close = lab.now()
-        await asyncio.to_thread(lab.ctl, "close_all_connections", "-p", vhost, f"reliability harness #{k + 1}")
+        await asyncio.to_thread(
+            lab.ctl, run.broker, "close_all_connections", "-p", vhost, f"reliability harness #{k + 1}"
+        )
         for inst in list(run.running.values()):
             started = await inst.wait_for("consumer.started", after=t_close, timeout_s=30)
             run.recovered(event_time(started) - t_close, f"close_all_connections #{k + 1}, {inst.label}")
@@ -610,9 +628,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("takeover", "two instances, one killed for good", takeover, lambda p: p.prefetch),
         Scenario(
             "broker-restart",
-            "rabbitmqctl stop_app / start_app",
+            "rabbitmqctl stop_app / start_app (owned node only)",
             broker_restart,
             lambda p: p.prefetch * 2 * p.restarts,
+            owned_only=True,
         ),
         Scenario(
             "close-connections",
@@ -627,12 +646,20 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-async def run_scenario(lab_: Lab, name: str, profile: Profile = SHORT, seed: int = 5) -> Figures:
-    """Run one scenario to the end (bounded by the profile's timeout) and reconcile it."""
+def cases(brokers: Iterable[Broker] = BROKERS, names: Iterable[str] | None = None) -> list[tuple[str, Broker]]:
+    """(scenario, broker) pairs to run: every scenario on every broker, except stopping a node we do not own."""
+    chosen = list(SCENARIOS) if names is None else list(names)
+    return [(name, b) for b in brokers for name in chosen if SCENARIOS[name].runs_on(b)]
+
+
+async def run_scenario(lab_: Lab, name: str, broker: Broker, profile: Profile = SHORT, seed: int = 5) -> Figures:
+    """Run one scenario on ``broker`` to the end (bounded by the profile's timeout) and reconcile it."""
     scenario = SCENARIOS[name]
+    if not scenario.runs_on(broker):
+        raise ValueError(f"{name} stops the broker: not on {broker.name}, the machine's shared node")
     started = time.monotonic()
-    with lab.fresh_vhost(f"sendpipe-rel-{name}") as url:
-        run = Run(lab_, name, profile, seed, url)
+    with lab.fresh_vhost(broker, f"sendpipe-rel-{name}") as url:
+        run = Run(lab_, name, profile, seed, broker, url)
         run.figures.dup_limit = scenario.dup_limit(profile)
         try:
             await run.setup()
@@ -646,7 +673,7 @@ async def run_scenario(lab_: Lab, name: str, profile: Profile = SHORT, seed: int
         finally:
             run.cleanup()
             if name == "broker-restart":
-                await asyncio.to_thread(lab.ensure_broker_running)
+                await asyncio.to_thread(lab.ensure_broker_running, broker)
         figures = run.figures if run.figures.skipped else run.reconcile()
     figures.duration_s = time.monotonic() - started
     return figures
@@ -656,6 +683,7 @@ async def run_scenario(lab_: Lab, name: str, profile: Profile = SHORT, seed: int
 
 COLUMNS = (
     "scenario",
+    "broker",
     "published",
     "delivered",
     "suspended",
@@ -673,6 +701,7 @@ def table(rows: list[Figures]) -> str:
     cells = [
         [
             f.scenario,
+            f.broker,
             str(f.published),
             str(f.delivered),
             str(f.suspended),
@@ -689,7 +718,7 @@ def table(rows: list[Figures]) -> str:
     widths = [max(len(r[i]) for r in [list(COLUMNS), *cells]) for i in range(len(COLUMNS))]
     lines = [
         "| "
-        + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        + " | ".join(c.ljust(w) if i <= 1 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
         + " |"
         for row in [list(COLUMNS), *cells]
     ]
@@ -701,20 +730,21 @@ def details(rows: list[Figures]) -> str:
     out = []
     for f in rows:
         for note in f.notes:
-            out.append(f"- {f.scenario}: {note}")
+            out.append(f"- {f.scenario} ({f.broker}): {note}")
         if f.skipped:
-            out.append(f"- {f.scenario}: SKIPPED: {f.skipped}")
+            out.append(f"- {f.scenario} ({f.broker}): NOT RUN: {f.skipped}")
         for problem in f.problems:
-            out.append(f"- {f.scenario}: PROBLEM: {problem}")
+            out.append(f"- {f.scenario} ({f.broker}): PROBLEM: {problem}")
     return "\n".join(out)
 
 
-async def run_all(names: list[str], profile: Profile, seed: int, workdir: Path) -> list[Figures]:
+async def run_all(todo: list[tuple[str, Broker]], profile: Profile, seed: int, workdir: Path) -> list[Figures]:
     lab_ = Lab.create(workdir)
     rows = []
-    for name in names:
-        print(f"running {name} ({profile.name}) ...", file=sys.stderr, flush=True)
-        rows.append(await run_scenario(lab_, name, profile, seed))
+    for name, broker in todo:
+        print(f"running {name} on {broker.name} ({profile.name}) ...", file=sys.stderr, flush=True)
+        broker.require()
+        rows.append(await run_scenario(lab_, name, broker, profile, seed))
         print(f"  {rows[-1].explain()} in {rows[-1].duration_s:.1f}s", file=sys.stderr, flush=True)
     return rows
 
@@ -723,21 +753,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.harness", description=__doc__.split("\n")[0])
     parser.add_argument("--long", action="store_true", help="the soak form (minutes) instead of the CI form")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="only these (repeatable)")
+    parser.add_argument(
+        "--broker", action="append", choices=sorted(BY_NAME), help="only on these brokers (repeatable; default: all)"
+    )
     parser.add_argument("--seed", type=int, default=5, help="fault timing seed (default 5)")
     parser.add_argument("--keep", type=Path, help="keep deployments and logs in this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # aiormq reports every forced close; the table says enough
     profile = LONG if args.long else SHORT
-    names = args.scenario or list(SCENARIOS)
+    brokers = [BY_NAME[n] for n in args.broker] if args.broker else list(BROKERS)
+    todo = cases(brokers, args.scenario)
+    for name in args.scenario or []:
+        for b in brokers:
+            if not SCENARIOS[name].runs_on(b):
+                print(
+                    f"{name} is not run on {b.name}: it stops the broker, and that node is the machine's "
+                    "shared one (docs/reliability.md)",
+                    file=sys.stderr,
+                )
+    if not todo:
+        parser.error("nothing to run on the chosen brokers")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="sendpipe-reliability-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        rows = asyncio.run(run_all(names, profile, args.seed, workdir))
+        rows = asyncio.run(run_all(todo, profile, args.seed, workdir))
     finally:
-        lab.ensure_broker_running()
+        lab.ensure_all_brokers_running(brokers)
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nsendpipe fault harness, {profile.name} form, seed {args.seed}, prefetch {profile.prefetch}\n")
+    versions = ", ".join(f"{b.name} = {b.server_version}" for b in brokers)
+    print(f"\nsendpipe fault harness, {profile.name} form, seed {args.seed}, prefetch {profile.prefetch}")
+    print(f"brokers: {versions}\n")
     print(table(rows))
     notes = details(rows)
     if notes:

@@ -32,6 +32,7 @@ if str(TESTS) not in sys.path:  # run as a command: make the tests' helper modul
 import aio_pika  # noqa: E402
 import smime_check  # noqa: E402
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage  # noqa: E402
+from brokers import BROKERS, Broker, broker_of  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_personal_pfx  # noqa: E402
@@ -56,7 +57,6 @@ Deployment: Any = broker_fixtures.Deployment  # stores of svc-a (PKCS#12), svc-b
 Worker: Any = broker_fixtures.Worker  # a real `sendpipe run` process writing JSON lines to a file
 STORE_PASSWORD: str = broker_fixtures.STORE_PASSWORD
 SENDPIPE: str = broker_fixtures.SENDPIPE
-BROKER: str = broker_fixtures.BROKER
 
 HOST = "SendHost"
 PORT = "Reliability"  # a send port with a generous retry policy, for the fault runs
@@ -71,65 +71,67 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
 # -- the broker ---------------------------------------------------------------------------------
+# Every function takes the broker it works on (tests/brokers.py): the machine's 3.10 or our own 4.3.
 
 
-def ctl(*args: str, timeout_s: float = 90, check: bool = True) -> str:
-    """``rabbitmqctl -s ARGS`` (no banners, no table headers); raises with its stderr on failure."""
-    done = subprocess.run(["rabbitmqctl", "-s", *args], capture_output=True, text=True, timeout=timeout_s, check=False)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[:500]}")
-    return done.stdout
+def ctl(broker: Broker, *args: str, timeout_s: float = 90, check: bool = True) -> str:
+    """``rabbitmqctl -s ARGS`` on ``broker`` (no banners, no table headers); raises with its stderr on failure."""
+    return broker.ctl(*args, timeout_s=timeout_s, check=check)
 
 
-def broker_running() -> bool:
-    done = subprocess.run(["rabbitmq-diagnostics", "-q", "check_running"], capture_output=True, timeout=60, check=False)
-    return done.returncode == 0
+def ensure_broker_running(broker: Broker) -> None:
+    """Start the RabbitMQ application if a fault left it stopped (our own node), wait until it is booted."""
+    broker.ensure_running()
 
 
-def ensure_broker_running() -> None:
-    """Start the RabbitMQ application if a fault left it stopped, and wait until it is booted."""
-    if not broker_running():
-        ctl("start_app", timeout_s=120)
-    ctl("await_startup", "--timeout", "120", timeout_s=150)
+def ensure_all_brokers_running(brokers: Iterable[Broker] = BROKERS) -> None:
+    """After the faults: every node the harness may have stopped (the owned ones) is running again."""
+    for broker in brokers:
+        if broker.owned:
+            broker.ensure_running()
 
 
-def foreign_connections(own_vhost: str) -> list[str]:
-    lines = ctl("list_connections", "vhost", "name", check=False).splitlines()
+def foreign_connections(broker: Broker, own_vhost: str) -> list[str]:
+    lines = ctl(broker, "list_connections", "vhost", "name", check=False).splitlines()
     return [line for line in lines if line.strip() and line.split("\t", 1)[0] != own_vhost]
 
 
-def wait_for_quiet_broker(own_vhost: str, timeout_s: float) -> list[str]:
-    """Before stopping the shared broker, give other clients (another test run?) a bounded chance to finish."""
+def wait_for_quiet_broker(broker: Broker, own_vhost: str, timeout_s: float) -> list[str]:
+    """Before stopping the broker, give other clients (another test run?) a bounded chance to finish."""
     deadline = time.monotonic() + timeout_s
-    others = foreign_connections(own_vhost)
+    others = foreign_connections(broker, own_vhost)
     while others and time.monotonic() < deadline:
         time.sleep(1)
-        others = foreign_connections(own_vhost)
+        others = foreign_connections(broker, own_vhost)
     return others
 
 
 @contextlib.contextmanager
-def broker_stopped() -> Iterator[None]:
-    """``rabbitmqctl stop_app`` for the body; always ``start_app`` + ``await_startup`` afterwards."""
+def broker_stopped(broker: Broker) -> Iterator[None]:
+    """``rabbitmqctl stop_app`` for the body; always ``start_app`` + ``await_startup`` afterwards.
+
+    Only on a node the project owns (the 4.3 chroot node): the machine's shared 3.10 is never stopped.
+    """
+    if not broker.owned:
+        raise ValueError(f"{broker.name} is the machine's shared node: the harness never stops it")
     try:
-        ctl("stop_app", timeout_s=120)
+        ctl(broker, "stop_app", timeout_s=120)
         yield
     finally:
-        ensure_broker_running()
+        ensure_broker_running(broker)
 
 
 @contextlib.contextmanager
-def fresh_vhost(prefix: str = "sendpipe-rel") -> Iterator[str]:
-    """A vhost of its own (the SPEC names are fixed); yields its AMQP URL and deletes it afterwards."""
+def fresh_vhost(broker: Broker, prefix: str = "sendpipe-rel") -> Iterator[str]:
+    """A vhost of its own on ``broker`` (the SPEC names are fixed); yields its AMQP URL, deletes it afterwards."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    ctl("add_vhost", name)
+    broker.add_vhost(name)  # with guest's permissions, one ctl call
     try:
-        ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"{BROKER}/{name}"
+        yield broker.url_for(name)
     finally:
         with contextlib.suppress(Exception):
-            ensure_broker_running()
-        ctl("delete_vhost", name, check=False)
+            ensure_broker_running(broker)
+        ctl(broker, "delete_vhost", name, check=False)
 
 
 def vhost_of(url: str) -> str:
@@ -137,9 +139,10 @@ def vhost_of(url: str) -> str:
 
 
 def queue_totals(url: str) -> dict[str, tuple[int, int]]:
-    """Every queue of the vhost: (messages ready + unacked, unacked)."""
+    """Every queue of the vhost (on the broker the URL points at): (messages ready + unacked, unacked)."""
     out: dict[str, tuple[int, int]] = {}
-    for line in ctl("list_queues", "-p", vhost_of(url), "name", "messages", "messages_unacknowledged").splitlines():
+    listing = ctl(broker_of(url), "list_queues", "-p", vhost_of(url), "name", "messages", "messages_unacknowledged")
+    for line in listing.splitlines():
         parts = line.split("\t")
         if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
             out[parts[0]] = (int(parts[1]), int(parts[2]))

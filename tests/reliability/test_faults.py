@@ -19,19 +19,21 @@ from worker.settings import BrokerSettings, InstanceSettings
 from worker.store import CertificateStore
 
 from . import harness
-from .lab import Lab
+from .lab import Broker, Lab
 
 PROFILE = harness.LONG if os.environ.get("SENDPIPE_RELIABILITY") == "long" else harness.SHORT
 
 
 @pytest.mark.timeout(PROFILE.scenario_timeout_s + PROFILE.settle_timeout_s + 120)
-@pytest.mark.parametrize("name", list(harness.SCENARIOS))
-async def test_fault_scenario(name: str, reliability_lab: Lab) -> None:
-    figures = await harness.run_scenario(reliability_lab, name, PROFILE)
+@pytest.mark.parametrize(("name", "broker"), [pytest.param(n, b, id=f"{n}-{b.name}") for n, b in harness.cases()])
+async def test_fault_scenario(name: str, broker: Broker, reliability_lab: Lab) -> None:
+    """Every scenario on every broker; broker-restart only on the 4.3 node we own (it stops the broker)."""
+    broker.require()
+    figures = await harness.run_scenario(reliability_lab, name, broker, PROFILE)
     report = harness.table([figures]) + "\n" + harness.details([figures])
     print("\n" + report)
-    # A busy shared broker (another run's connections) is a failure here, not a skip: in CI nothing else
-    # is connected, and a scenario that did not run proves nothing.
+    # A busy broker (another run's connections) is a failure here, not a skip: in CI nothing else is
+    # connected, and a scenario that did not run proves nothing.
     assert not figures.skipped, figures.skipped
     assert figures.published > 0, report
     assert figures.lost == 0, report

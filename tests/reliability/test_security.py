@@ -42,6 +42,7 @@ from .lab import (
     SENDPIPE,
     STORE_PASSWORD,
     SUSPENDED_QUEUE,
+    Broker,
     Instance,
     Lab,
     Needles,
@@ -496,8 +497,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def tls_listener(pki: TestPKI) -> Iterator[int]:
-    """A TLS listener on the shared broker, started at runtime (rabbitmqctl eval) and always stopped again:
+def tls_listener(pki: TestPKI, broker: Broker) -> Iterator[int]:
+    """A TLS listener on the test's broker, started at runtime (rabbitmqctl eval) and always stopped again:
     no rabbitmq.conf change, no restart (a broker restart would drop it anyway)."""
     server = _server_cert(pki, "localhost")
     cert = base64.b64encode(server.cert_der()).decode()
@@ -509,6 +510,7 @@ def tls_listener(pki: TestPKI) -> Iterator[int]:
     port = _free_port()
     where = f'{{"127.0.0.1", {port}}}'
     ctl(
+        broker,
         "eval",
         "{ok, _} = application:ensure_all_started(ssl), "
         f"ok = rabbit_networking:start_ssl_listener({where}, "
@@ -518,11 +520,18 @@ def tls_listener(pki: TestPKI) -> Iterator[int]:
     try:
         yield port
     finally:
-        ctl("eval", f"rabbit_networking:stop_tcp_listener({where}).", check=False)
+        ctl(broker, "eval", f"rabbit_networking:stop_tcp_listener({where}).", check=False)
 
 
 async def test_amqp_over_tls_with_a_ca_file(
-    tls_listener: int, vhost: str, deployment: Any, workers: Any, client: Any, pki: TestPKI, tmp_path: Path
+    broker: Broker,
+    tls_listener: int,
+    vhost: str,
+    deployment: Any,
+    workers: Any,
+    client: Any,
+    pki: TestPKI,
+    tmp_path: Path,
 ) -> None:
     vh = vhost.rsplit("/", 1)[1]
     ca_file = str(deployment.pki.ca_pem)
@@ -549,7 +558,7 @@ async def test_amqp_over_tls_with_a_ca_file(
         recip_key=deployment.partner_key,
     )
     assert got.payload == SECRET + b"tls"
-    connections = ctl("list_connections", "-p", vh, "name", "ssl", "ssl_protocol")
+    connections = ctl(broker, "list_connections", "-p", vh, "name", "ssl", "ssl_protocol")
     assert re.search(r"\ttrue\ttlsv1\.[23]", connections), connections
     for name, failed in bad.items():
         await failed.wait_for("broker.unavailable", count=2)
