@@ -76,7 +76,9 @@ async def _watch(url: str, demo: Path, expected: dict[str, bytes], ready: asynci
     try:
         ch = await conn.channel()
         exchange = await ch.declare_exchange("sendpipe.delivery", aio_pika.ExchangeType.TOPIC, durable=True)
-        queue = await ch.declare_queue("quickstart.partner-mailbox", durable=False, auto_delete=True)
+        # This run's own mailbox: exclusive (gone with the connection). A transient non-exclusive queue is a
+        # deprecated feature that RabbitMQ 4.3 refuses by default (`transient_nonexcl_queues`).
+        queue = await ch.declare_queue("quickstart.partner-mailbox", durable=False, exclusive=True)
         await queue.bind(exchange, routing_key="#")
         ready.set()
         work = Path(tempfile.mkdtemp(prefix="sendpipe-quickstart-"))

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_run_shows_verified_deliveries_and_stops_cleanly(vhost: str, tmp_path: Path) -> None:
+    """On each broker: on 4.3 (transient non-exclusive queues refused by default) this also proves the
+    quickstart's partner mailbox is a queue RabbitMQ 4 accepts."""
     demo = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENDPIPE_")}
     env["SENDPIPE_AMQP_URL"] = vhost
