@@ -73,3 +73,19 @@ def test_retry_and_suspension_keep_the_original_body_and_say_why() -> None:
     assert h["sendpipe-error-code"] == "message-too-large" and h["sendpipe-failed-stage"] == "receive"
     assert h["sendpipe-attempts"] == 2 and h["sendpipe-host-instance"] == "inst-1" and h["k"] == "v"
     assert "sendpipe-last-error-code" not in h and h["sendpipe-suspended-at"].endswith("Z")
+
+
+def test_the_brokers_own_headers_never_reach_partners() -> None:
+    """RabbitMQ 4.3 adds x-acquired-count to every redelivery (finding 4); shovels and federation add theirs."""
+    inbound = {
+        "x-acquired-count": 2,
+        "x-delivery-count": 1,
+        "x-first-death-queue": "q",
+        "x-last-death-reason": "expired",
+        "x-received-from": [{}],
+        "x-shovelled": [{}],
+        "x-opt-rabbitmq-received-time": 1,
+        "x-trace": "kept: a producer's own x- header",
+    }
+    out = routing.passthrough(inbound)
+    assert out == {"x-trace": "kept: a producer's own x- header"}

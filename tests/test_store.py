@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 
 import pytest
 from hypothesis import given, settings
@@ -446,3 +448,26 @@ def test_unreadable_files_are_problems_not_crashes(store_root: Path, signer_rsa2
     assert sorted(p.split(":", 1)[0] for p in store.problems) == ["junk.cer", "junk.crl", "junk.pfx"]
     assert store.signing(signer_rsa2048.thumbprint).thumbprint == signer_rsa2048.thumbprint
     assert store.recipient(partner.thumbprint).thumbprint == partner.thumbprint
+
+
+def test_a_refused_key_raises_a_fresh_error_each_time(store_root: Path, signer_rsa2048: Issued) -> None:
+    """Re-raising one stored exception chained every failed message's frames (and payloads) onto it:
+    +50 MiB after 200 x 256 KiB messages (finding 10 of issue 10)."""
+    write_personal_pem(store_root, ACCOUNT, "signer", signer_rsa2048, mode=0o644)
+    store = CertificateStore.open(store_root, ACCOUNT)
+    caught = []
+    for _ in range(3):
+        try:
+            store.signing(signer_rsa2048.thumbprint)
+        except CertificateError as exc:
+            caught.append(exc)
+    assert len({id(e) for e in caught}) == 3
+    assert all(e.code == "key-file-insecure" for e in caught)
+    depth = [len(list(_frames(e.__traceback__))) for e in caught]
+    assert depth[0] == depth[-1]  # the traceback does not grow with every raise
+
+
+def _frames(tb: TracebackType | None) -> Iterator[TracebackType]:
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next

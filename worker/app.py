@@ -29,6 +29,8 @@ from worker.store import CertificateStore
 # A quorum queue dead-letters a message after this many failed deliveries (the broker's limit): we
 # suspend it ourselves one delivery earlier, so it carries a code and a reason (SPEC "Suspended").
 _SUSPEND_AT_DELIVERY_COUNT = topology.DELIVERY_LIMIT - 1
+# Pause before returning a message that could not be settled, so it does not spin through the queue.
+UNSETTLED_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,15 @@ class HostInstance:
             # A reject counts toward the quorum queue's delivery limit on every version, so a message
             # that can never be settled ends suspended (delivery-limit-reached), not retried forever.
             if isinstance(exc, SendpipeError):
-                self.log.warning("message.unsettled", error_code=exc.code, error=exc.message[:300])
+                self.log.warning(
+                    "message.unsettled",
+                    error_code=exc.code,
+                    error=exc.message[:300],
+                    delivery_count=inbound.delivery_count,
+                )
             else:
-                self.log.exception("message.unsettled", error=type(exc).__name__)
-            await asyncio.sleep(1.0)  # so an unsettleable message does not spin
+                self.log.exception("message.unsettled", error=type(exc).__name__, delivery_count=inbound.delivery_count)
+            await asyncio.sleep(UNSETTLED_PAUSE_S)
             with contextlib.suppress(BrokerUnavailable):
                 await inbound.return_failed()
 

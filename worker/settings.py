@@ -27,7 +27,10 @@ def split_urls(value: str) -> list[str]:
         where = f"URL {number} of {len(urls)}"
         parts = urlsplit(url)
         if parts.scheme not in {"amqp", "amqps"}:
-            raise ValueError(f"{where}: scheme must be amqp:// or amqps://")
+            raise ValueError(
+                f"{where}: not a full amqp:// or amqps:// URL (a cluster is one full URL per node, separated "
+                "by commas: amqp://user:pass@h1:5672/vhost,amqp://user:pass@h2:5672/vhost)"
+            )
         try:
             port = parts.port
         except ValueError:
@@ -133,13 +136,26 @@ class InstanceSettings(BaseSettings):
 
 
 def memory_limit_bytes() -> int:
-    """The cgroup's memory limit (v2, then v1) when there is one, else the machine's memory."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    """This process's cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, found through
+    /proc/self/cgroup, as a container runtime sets it), else the machine's memory."""
+    candidates: list[Path] = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup", rel, "memory.max"))
+        elif "memory" in controllers.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory", rel, "memory.limit_in_bytes"))
+    for candidate in candidates:
         try:
-            text = Path(path).read_text().strip()
+            text = candidate.read_text().strip()
         except OSError:
             continue
-        if text.isdigit() and int(text) < 1 << 60:  # v1 says "no limit" with a huge number
+        if text.isdigit() and int(text) < 1 << 60:  # "max" (v2) or a huge number (v1) mean no limit
             return int(text)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
