@@ -321,6 +321,26 @@ def test_names_are_made_valid_deterministically_and_the_original_kept(imp: Any) 
     }
 
 
+def test_a_name_with_dots_is_a_quoted_toml_key(imp: Any) -> None:
+    run = imp(bindings(send_port("SP.Orders.EU")))
+    assert '[send_ports."SP.Orders.EU"]' in run.text and set(run.config.send_ports) == {"SP.Orders.EU"}
+    assert run.config.send_ports["SP.Orders.EU"].delivery_key == "sp.orders.eu"
+
+
+def test_clear_sign_with_encryption_is_the_as2_layout(imp: Any) -> None:
+    run = one(imp, smime(signature=1, encrypt=True, alg=5))
+    enc = run.encoder("P")
+    assert run.code == 0 and enc is not None and enc["signature_type"] == "ClearSign" and enc["enable_encryption"]
+    assert any("AS2 layout" in n for n in run.port("P")["notes"])
+
+
+def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "b.xml"
+    src.write_bytes(bindings(send_port("A")))
+    assert cli.main(["import-bindings", str(src), "-o", str(tmp_path / "missing" / "out.toml")]) == 1
+    assert "[output-unwritable]" in capsys.readouterr().err
+
+
 def test_host_map_renames_and_warns_when_unused(imp: Any) -> None:
     data = bindings(send_port("A", handler="BizTalkSendHost"), send_port("B", handler="Other_Host"))
     run = imp(data, "--host-map", "BizTalkSendHost=SendHost", "--host-map", "Nope=X")

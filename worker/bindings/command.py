@@ -96,7 +96,10 @@ def cmd_import_bindings(args: argparse.Namespace) -> int:
 def _write(text: str, target: Path | None, mapped: set[str]) -> None:
     """Validate with `load_config` (the loader `sendpipe run` uses) from a temporary file, then put it in place."""
     folder = target.resolve().parent if target else Path(tempfile.gettempdir())
-    fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=".toml", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=".toml", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot write there ({type(exc).__name__})", code="output-unwritable") from None
     path = Path(tmp)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

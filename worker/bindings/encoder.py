@@ -104,6 +104,11 @@ def map_encoder(comp: PipelineComponent, out: Findings, upgrade_ciphers: bool) -
         raw = props["EncryptionAlgorithm"].value
         shown = f"{ALG_IDS[raw]} (AlgID {raw})" if isinstance(raw, int) and raw in ALG_IDS else repr(raw)
         out.notes.append(f"EncryptionAlgorithm {shown} dropped: irrelevant, encryption is off")
+    if sig == "ClearSign" and encrypt:
+        out.notes.append(
+            "ClearSign with encryption (BizTalk's docs disallow it): sendpipe writes the AS2 layout, "
+            "multipart/signed inside enveloped-data"
+        )
     result["content_transfer_encoding"] = cte
     if sig != "NoSign" or encrypt:
         result["check_revocation_list"] = crl
