@@ -6,6 +6,9 @@
   127.0.0.1:5682, upstream 4.3 defaults), started by ``make test``. Being ours, the harness may stop and start
   its application (the broker-restart scenario).
 
+A scenario that stops the broker runs on a node we own: 4.3 itself, and for 3.10 a private node of the machine's
+packages (``scripts/rabbitmq310-private.sh``, 127.0.0.1:5692), started for that scenario and stopped after it.
+
 A node that does not answer makes its tests fail, with how to start it: never a skip.
 """
 
@@ -22,6 +25,7 @@ from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 RABBITMQ4 = REPO / "scripts" / "rabbitmq4.sh"
+RABBITMQ310_PRIVATE = REPO / "scripts" / "rabbitmq310-private.sh"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Broker:
     ctl_argv: tuple[str, ...]  # the node's rabbitmqctl; ctl arguments follow
     owned: bool  # the project's own node: its application may be stopped and started
     how_to_start: str
+    script: Path | None = None  # the project's script that starts/stops this node (start on demand)
 
     @property
     def url(self) -> str:
@@ -84,6 +89,20 @@ class Broker:
                 )
             time.sleep(0.5)
 
+    def start(self) -> None:
+        """Start the node with its script (owned nodes; idempotent); fail with the script's output."""
+        if self.script is None:
+            raise AssertionError(f"{self.name}: not ours to start ({self.how_to_start})")
+        done = subprocess.run([str(self.script), "start"], capture_output=True, text=True, timeout=180, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"{self.name}: {self.script.name} start failed: {done.stderr.strip()[-800:]}")
+
+    def stop(self) -> None:
+        """Stop the node with its script (the whole node, not only the application)."""
+        if self.script is None:
+            raise ValueError(f"{self.name}: not ours to stop")
+        subprocess.run([str(self.script), "stop"], capture_output=True, text=True, timeout=120, check=True)
+
     def app_running(self) -> bool:
         """The RabbitMQ application is running (not stopped with ``stop_app``)."""
         done = self.ctl_run("-q", "eval", "rabbit:is_running().", timeout_s=60)
@@ -122,15 +141,28 @@ RABBITMQ_43 = Broker(
     ctl_argv=(str(RABBITMQ4), "ctl"),
     owned=True,
     how_to_start="scripts/rabbitmq4.sh setup && scripts/rabbitmq4.sh start (make services)",
+    script=RABBITMQ4,
 )
-BROKERS: tuple[Broker, ...] = (RABBITMQ_310, RABBITMQ_43)
+RABBITMQ_310_PRIVATE = Broker(
+    name="rabbitmq-3.10-private",
+    version="3.10",
+    host="127.0.0.1",
+    port=5692,
+    ctl_argv=(str(RABBITMQ310_PRIVATE), "ctl"),
+    owned=True,
+    how_to_start="scripts/rabbitmq310-private.sh start",
+    script=RABBITMQ310_PRIVATE,
+)
+BROKERS: tuple[Broker, ...] = (RABBITMQ_310, RABBITMQ_43)  # what every broker test runs on
 BY_NAME = {b.name: b for b in BROKERS}
+# Where a test that must stop the broker runs, per broker: a node of the same version that is ours.
+OWNED_TWIN = {RABBITMQ_310.name: RABBITMQ_310_PRIVATE, RABBITMQ_43.name: RABBITMQ_43}
 
 
 def broker_of(url: str) -> Broker:
     """The broker an AMQP URL (of a test's vhost) points at, by port."""
     port = urlsplit(url).port
-    for broker in BROKERS:
+    for broker in (*BROKERS, RABBITMQ_310_PRIVATE):
         if broker.port == port:
             return broker
     raise LookupError(f"{url}: not one of the test brokers ({', '.join(b.name for b in BROKERS)})")

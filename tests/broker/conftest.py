@@ -1,4 +1,5 @@
-"""Broker fixtures: a fresh RabbitMQ vhost per test, a deployment on disk, and worker processes."""
+"""Broker fixtures: the broker (each of tests/brokers.py in turn), a fresh vhost on it per test, a deployment on
+disk, and worker processes."""
 
 from __future__ import annotations
 

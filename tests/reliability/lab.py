@@ -32,7 +32,7 @@ if str(TESTS) not in sys.path:  # run as a command: make the tests' helper modul
 import aio_pika  # noqa: E402
 import smime_check  # noqa: E402
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage  # noqa: E402
-from brokers import BROKERS, Broker, broker_of  # noqa: E402
+from brokers import BROKERS, OWNED_TWIN, Broker, broker_of  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_personal_pfx  # noqa: E402
@@ -85,9 +85,11 @@ def ensure_broker_running(broker: Broker) -> None:
 
 
 def ensure_all_brokers_running(brokers: Iterable[Broker] = BROKERS) -> None:
-    """After the faults: every node the harness may have stopped (the owned ones) is running again."""
+    """After the faults: every node the harness may have stopped (the owned ones) is running again (a private
+    twin, started for one scenario, is stopped again by it, entirely)."""
     for broker in brokers:
-        if broker.owned:
+        node = OWNED_TWIN[broker.name]
+        if node is broker:
             broker.ensure_running()
 
 

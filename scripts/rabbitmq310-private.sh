@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# A private RabbitMQ node of the machine's own packages (3.10 on Debian 12), for the one test that must stop
+# a broker: the reliability harness' broker-restart scenario. The machine's node (rabbit@<host>, 5672, epmd
+# 4369) is shared and never stopped; this one is the project's and nobody else's.
+#
+#   scripts/rabbitmq310-private.sh start        start it (idempotent), wait until it serves AMQP
+#   scripts/rabbitmq310-private.sh stop         stop it (this node only)
+#   scripts/rabbitmq310-private.sh ctl ARGS...  its rabbitmqctl
+#   scripts/rabbitmq310-private.sh status       exit 0 when it is running and booted
+#
+# sendpipe310@localhost, AMQP 127.0.0.1:5692, distribution 127.0.0.1:25692, its own epmd on 4390, its own
+# cookie (HOME), data, logs, config and plugins file under ${SENDPIPE_RMQ310_BASE:-/var/lib/sendpipe/rabbitmq310-private}.
+# The real scripts in /usr/lib/rabbitmq/bin are run as root (Debian's wrappers would switch to `rabbitmq`).
+set -euo pipefail
+
+BASE="${SENDPIPE_RMQ310_BASE:-/var/lib/sendpipe/rabbitmq310-private}"
+NODE="sendpipe310@localhost"
+AMQP_PORT=5692
+DIST_PORT=25692
+EPMD_PORT=4390
+BIN=/usr/lib/rabbitmq/bin
+START_TIMEOUT_S=60
+
+log() { echo "rabbitmq310-private: $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+[ -x "$BIN/rabbitmq-server" ] || die "no $BIN/rabbitmq-server: the machine's rabbitmq-server package is missing"
+
+node_env() {
+  env -i \
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME="$BASE" \
+    LANG=C.UTF-8 LC_ALL=C.UTF-8 \
+    ERL_EPMD_PORT="$EPMD_PORT" \
+    ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf" \
+    RABBITMQ_NODENAME="$NODE" \
+    RABBITMQ_USE_LONGNAME=false \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$AMQP_PORT" \
+    RABBITMQ_DIST_PORT="$DIST_PORT" \
+    RABBITMQ_CONFIG_FILE="$BASE/rabbitmq.conf" \
+    RABBITMQ_ADVANCED_CONFIG_FILE="$BASE/advanced.config" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$BASE/enabled_plugins" \
+    RABBITMQ_MNESIA_BASE="$BASE/mnesia" \
+    RABBITMQ_LOG_BASE="$BASE/log" \
+    RABBITMQ_PID_FILE="$BASE/sendpipe310.pid" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    "$@"
+}
+
+ctl() { node_env "$BIN/rabbitmqctl" -n "$NODE" "$@"; }
+node_alive() { node_env "$BIN/rabbitmq-diagnostics" -n "$NODE" -q ping >/dev/null 2>&1; }
+running() { ctl -q await_startup --timeout 1 >/dev/null 2>&1; }
+
+amqp_port_answers() {
+  timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT && printf 'XXXX\r\n\r\n' >&3 && head -c 4 <&3" 2>/dev/null |
+    grep -q AMQP
+}
+
+write_node_files() {
+  mkdir -p "$BASE/mnesia" "$BASE/log"
+  chmod 700 "$BASE"
+  if [ ! -s "$BASE/.erlang.cookie" ]; then
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BASE/.erlang.cookie")
+  fi
+  chmod 400 "$BASE/.erlang.cookie"
+  : >"$BASE/rabbitmq-env.conf"
+  echo "[]." >"$BASE/enabled_plugins"
+  echo "[]." >"$BASE/advanced.config"
+  cat >"$BASE/rabbitmq.conf" <<EOF
+# sendpipe's private RabbitMQ 3.10 node (scripts/rabbitmq310-private.sh), for the broker-restart scenario.
+listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
+loopback_users.guest = true
+log.console = false
+EOF
+}
+
+start() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root"
+  if running && amqp_port_answers; then
+    return 0
+  fi
+  local started=$SECONDS
+  write_node_files
+  if ! node_alive; then
+    ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
+    log "starting $NODE (AMQP 127.0.0.1:$AMQP_PORT, epmd $EPMD_PORT)"
+    (cd "$BASE" && node_env "$BIN/rabbitmq-server" -detached >"$BASE/log/startup.log" 2>&1) || {
+      cat "$BASE/log/startup.log" >&2
+      die "rabbitmq-server -detached failed"
+    }
+  fi
+  local deadline=$((SECONDS + START_TIMEOUT_S))
+  while [ $SECONDS -lt $deadline ]; do
+    if ctl -q await_startup --timeout 5 >/dev/null 2>&1 && amqp_port_answers; then
+      log "$NODE is up ($((SECONDS - started)) s)"
+      return 0
+    fi
+    sleep 1
+  done
+  tail -n 40 "$BASE/log/$NODE.log" >&2 2>/dev/null || true
+  cat "$BASE/log/startup.log" >&2 2>/dev/null || true
+  die "$NODE did not come up within $START_TIMEOUT_S s"
+}
+
+stop() {
+  if node_alive; then
+    log "stopping $NODE"
+    ctl -q stop
+  fi
+}
+
+status() {
+  if running; then
+    echo "$NODE: running, amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+  else
+    echo "$NODE: not running"
+    return 3
+  fi
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  ctl) ctl "$@" ;;
+  status) status ;;
+  *)
+    echo "usage: $0 start | stop | ctl ARGS... | status" >&2
+    exit 2
+    ;;
+esac
