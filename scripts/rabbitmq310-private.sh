@@ -30,12 +30,14 @@ die() {
 [ -x "$BIN/rabbitmq-server" ] || die "no $BIN/rabbitmq-server: the machine's rabbitmq-server package is missing"
 
 node_env() {
+  mkdir -p "$BASE/log"
   env -i \
     PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     HOME="$BASE" \
     LANG=C.UTF-8 LC_ALL=C.UTF-8 \
     ERL_EPMD_PORT="$EPMD_PORT" \
     ERL_EPMD_ADDRESS=127.0.0.1 \
+    ERL_CRASH_DUMP="$BASE/log/erl_crash.dump" \
     RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf" \
     RABBITMQ_NODENAME="$NODE" \
     RABBITMQ_USE_LONGNAME=false \
@@ -52,9 +54,14 @@ node_env() {
     "$@"
 }
 
-ctl() { node_env "$BIN/rabbitmqctl" -n "$NODE" "$@"; }
-node_alive() { node_env "$BIN/rabbitmq-diagnostics" -n "$NODE" -q ping >/dev/null 2>&1; }
-running() { ctl -q await_startup --timeout 1 >/dev/null 2>&1; }
+# Without its cookie file the CLI cannot even start (and would leave a crash dump): the node never ran.
+has_cookie() { [ -s "$BASE/.erlang.cookie" ]; }
+ctl() {
+  has_cookie || die "$NODE was never started (no $BASE/.erlang.cookie): scripts/rabbitmq310-private.sh start"
+  (cd "$BASE" && node_env "$BIN/rabbitmqctl" -n "$NODE" "$@")
+}
+node_alive() { has_cookie && (cd "$BASE" && node_env "$BIN/rabbitmq-diagnostics" -n "$NODE" -q ping >/dev/null 2>&1); }
+running() { has_cookie && ctl -q await_startup --timeout 1 >/dev/null 2>&1; }
 
 amqp_port_answers() {
   timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT && printf 'XXXX\r\n\r\n' >&3 && head -c 4 <&3" 2>/dev/null |

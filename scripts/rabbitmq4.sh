@@ -117,6 +117,7 @@ in_chroot() {
     LANG=C.UTF-8 LC_ALL=C.UTF-8 \
     ERL_EPMD_PORT="$EPMD_PORT" \
     ERL_EPMD_ADDRESS=127.0.0.1 \
+    ERL_CRASH_DUMP="$BASE/log/erl_crash.dump" \
     RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf" \
     RABBITMQ_NODENAME="$NODE" \
     RABBITMQ_USE_LONGNAME=false \
@@ -205,7 +206,7 @@ start() {
   log "node log tail:"
   tail -n 40 "$ROOT$BASE/log/$NODE.log" >&2 2>/dev/null || true
   cat "$ROOT$BASE/log/startup.log" >&2 2>/dev/null || true
-  ls "$ROOT$BASE"/erl_crash.dump >/dev/null 2>&1 && head -n 3 "$ROOT$BASE/erl_crash.dump" >&2
+  [ -f "$ROOT$BASE/log/erl_crash.dump" ] && head -n 3 "$ROOT$BASE/log/erl_crash.dump" >&2
   die "$NODE did not come up within $START_TIMEOUT_S s"
 }
 
