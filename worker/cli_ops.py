@@ -237,7 +237,7 @@ async def _suspended(brk: BrokerSettings, host: str, args: argparse.Namespace) -
     finally:
         await session.close()
         if args.action in {"resume", "discard"} and acted:
-            _audit(f"suspended.{args.action}d", host, acted)
+            _audit({"resume": "suspended.resumed", "discard": "suspended.discarded"}[args.action], host, acted)
     if args.action == "list":
         _list(rows, args.json)
     missing = wanted - found
