@@ -32,9 +32,14 @@ def test_check_prints_a_table_and_fails_on_missing_certificates(vhost: str, depl
     codes = {f["subject"]: f["code"] for f in as_json["findings"]}
     assert codes["Contoso"] == "signing-cert-not-found"
     assert codes["Orders"] is None  # found: the partner certificate is in svc-c's other-people
-    # Without the Ghost port every certificate is there: exit 0.
+    # Without the Ghost port every certificate is there: exit 0, and the size ceilings are printed.
     deployment.config.write_text(deployment.config.read_text().replace("AB" * 20, deployment.partner.thumbprint))
-    assert sendpipe(deployment.env(vhost, "svc-a"), "check").returncode == 0
+    passed = sendpipe(deployment.env(vhost, "svc-a"), "check")
+    assert passed.returncode == 0
+    assert "largest payload per send port under SENDPIPE_BROKER_MAX_MESSAGE_BYTES (16777216 bytes)" in passed.stdout
+    ceilings = json.loads(sendpipe(deployment.env(vhost, "svc-a"), "check", "--json").stdout)["largest_payload_bytes"]
+    assert 6 << 20 < ceilings["Orders"] < 6.5 * (1 << 20)  # BlobSign + AES256, base64: 2.56x (README)
+    assert ceilings["Invoices"] > ceilings["Orders"]  # ClearSign + encryption, binary body part: 1.37x
 
 
 async def test_resume_after_the_operator_fixed_the_store(
