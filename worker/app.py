@@ -18,7 +18,7 @@ from worker import broker, routing, topology
 from worker.broker import Inbound, Session
 from worker.budget import ByteBudget
 from worker.config import Config
-from worker.errors import BrokerUnavailable, MessageError, SendpipeError
+from worker.errors import BrokerUnavailable, Code, InternalError, MessageError, RetriesExhausted, SendpipeError
 from worker.message import DEFAULT_CONTENT_TYPE, Message
 from worker.settings import BrokerSettings, InstanceSettings
 from worker.stages import Pipeline
@@ -271,28 +271,28 @@ class HostInstance:
                     f"delivered {inbound.delivery_count + 1} times without being settled (instances crashed "
                     "or lost the broker while processing it); suspended before the queue's delivery limit "
                     f"({topology.DELIVERY_LIMIT}) would dead-letter it without a reason",
-                    code="delivery-limit-reached",
+                    code=Code.DELIVERY_LIMIT_REACHED,
                     stage="receive",
                 )
             if broker.header_bytes(inbound.headers) > self.inst.max_header_bytes:
                 raise MessageError(
                     f"the message's headers exceed SENDPIPE_MAX_HEADER_BYTES ({self.inst.max_header_bytes}) "
                     "encoded; they could not be forwarded in one AMQP frame",
-                    code="headers-too-large",
+                    code=Code.HEADERS_TOO_LARGE,
                     stage="receive",
                 )
             if len(inbound.body) > self.inst.max_message_bytes:
                 raise MessageError(
                     f"message of {len(inbound.body)} bytes exceeds SENDPIPE_MAX_MESSAGE_BYTES "
                     f"({self.inst.max_message_bytes})",
-                    code="message-too-large",
+                    code=Code.MESSAGE_TOO_LARGE,
                     stage="receive",
                 )
             pipeline = runtime.pipelines.get(port)
             if pipeline is None:
                 raise MessageError(
                     f"send port {port!r} is not configured for host {self.host!r}",
-                    code="unknown-send-port",
+                    code=Code.UNKNOWN_SEND_PORT,
                     stage="receive",
                 )
             message = Message(
@@ -316,7 +316,7 @@ class HostInstance:
             return Outcome("message.failed", error=exc)
         except Exception as exc:  # a bug must suspend one message, not kill the instance
             self.log.exception("message.internal_error", message_id=message_id)
-            return Outcome("message.failed", error=SendpipeError(f"internal error: {type(exc).__name__}"))
+            return Outcome("message.failed", error=InternalError(f"internal error: {type(exc).__name__}"))
 
     async def _settle(self, session: Session, inbound: Inbound, outcome: Outcome, port: str, attempt: int) -> Outcome:
         """The one place a message is acked: after its delivery, retry or suspension is confirmed."""
@@ -330,13 +330,13 @@ class HostInstance:
                 outcome = Outcome("message.retry_scheduled", error=err)
             else:
                 if err.transient:
-                    err = SendpipeError(
+                    err = RetriesExhausted(
                         f"gave up after {attempt} attempts; last error: {err.message}",
-                        code="retries-exhausted",
+                        code=Code.RETRIES_EXHAUSTED,
                         stage=err.stage,
                     )
                 # Headers too large to forward are dropped from the suspended copy (only ours remain).
-                kept = {} if err.code == "headers-too-large" else inbound.headers
+                kept = {} if err.code == Code.HEADERS_TOO_LARGE else inbound.headers
                 out = routing.suspension(inbound.body, kept, err, port, attempt, self.me)
                 await session.publish(topology.SUSPENDED, out, original=inbound, stage="suspend")
                 outcome = Outcome("message.suspended", error=err)

@@ -6,7 +6,7 @@ import sys
 
 from worker import logs, settings
 from worker.config import Config, load_config
-from worker.errors import SendpipeError
+from worker.errors import Code, ConfigError
 from worker.settings import InstanceSettings, StoreSettings
 from worker.store import CertificateStore
 
@@ -19,11 +19,11 @@ def load_common(*, need_host: bool) -> tuple[InstanceSettings, StoreSettings, Co
     config = load_config(inst.config)
     if need_host:
         if not inst.host:
-            raise SendpipeError("SENDPIPE_HOST is required: the host this instance serves", code="settings-invalid")
+            raise ConfigError("SENDPIPE_HOST is required: the host this instance serves", code=Code.SETTINGS_INVALID)
         if inst.host not in config.hosts:
-            raise SendpipeError(
+            raise ConfigError(
                 f"host {inst.host!r} has no send ports in {inst.config}; hosts: {', '.join(sorted(config.hosts))}",
-                code="unknown-host",
+                code=Code.UNKNOWN_HOST,
             )
     store = CertificateStore.open(
         store_settings.store_root, store_settings.service_account, store_settings.store_password

@@ -26,7 +26,7 @@ from aio_pika.abc import (
 
 from worker import topology as t
 from worker.acks import AckCoalescer
-from worker.errors import BrokerUnavailable, DeliveryFailed, MessageError, SendpipeError
+from worker.errors import BrokerUnavailable, Code, DeliveryFailed, MessageError, SendpipeError
 from worker.settings import BrokerSettings
 
 # What the broker library raises when a connection or channel fails: refused/reset sockets, timeouts,
@@ -234,7 +234,7 @@ class Session:
             raise MessageError(
                 f"the {stage} message would be {len(message.body)} bytes, over the broker's max_message_size "
                 f"(SENDPIPE_BROKER_MAX_MESSAGE_BYTES = {limit}); RabbitMQ would close the channel",
-                code="message-too-large",
+                code=Code.MESSAGE_TOO_LARGE,
                 stage=stage,
             )
         ch = self._channel(self._publish)
@@ -263,7 +263,7 @@ class Session:
                 raise DeliveryFailed(
                     f"{exchange or '(default)'} returned the message as unroutable (routing key "
                     f"{message.routing_key!r}): no queue is bound for it",
-                    code="delivery-unroutable",
+                    code=Code.DELIVERY_UNROUTABLE,
                     stage=stage,
                 ) from cause
             if isinstance(cause, aio_pika.exceptions.DeliveryError):
@@ -271,7 +271,7 @@ class Session:
             if isinstance(cause, TimeoutError):
                 raise DeliveryFailed(
                     f"no publisher confirm from {exchange!r} within {self.settings.publish_timeout_s}s",
-                    code="publish-timeout",
+                    code=Code.PUBLISH_TIMEOUT,
                     stage=stage,
                 ) from cause
             raise

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from worker.errors import CertificateError, MessageError
+from worker.errors import CertificateError, Code, MessageError
 
 # Windows' certificate dialog copies a thumbprint with a left-to-right mark in front (U+200E),
 # and editors may add U+200F or a BOM; separators are spaces or colons.
@@ -31,7 +31,7 @@ def normalize_thumbprint(raw: str) -> str:
         shown = raw[:60] + ("…" if len(raw) > 60 else "")
         raise MessageError(
             f"thumbprint {shown!r} is not 40 hexadecimal digits (SHA-1 of the certificate, as Windows shows it)",
-            code="invalid-thumbprint",
+            code=Code.INVALID_THUMBPRINT,
         )
     return value
 
@@ -62,12 +62,12 @@ def check_validity(cert: x509.Certificate, role: Role, thumbprint: str, now: dt.
     if now < cert.not_valid_before_utc:
         raise CertificateError(
             f"{role.value} certificate {thumbprint} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z",
-            code=f"{role.value}-cert-not-yet-valid",
+            code=Code(f"{role.value}-cert-not-yet-valid"),
         )
     if now > cert.not_valid_after_utc:
         raise CertificateError(
             f"{role.value} certificate {thumbprint} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z",
-            code=f"{role.value}-cert-expired",
+            code=Code(f"{role.value}-cert-expired"),
         )
 
 
@@ -86,7 +86,7 @@ def check_key_usage(cert: x509.Certificate, role: Role, thumbprint: str) -> None
     if not ok:
         raise CertificateError(
             f"{role.value} certificate {thumbprint} has a keyUsage without {wanted}",
-            code=f"{role.value}-cert-key-usage",
+            code=Code(f"{role.value}-cert-key-usage"),
         )
 
 
@@ -110,7 +110,7 @@ def check_revocation(
         raise CertificateError(
             f"{role.value} certificate {thumbprint}: no current CRL from its issuer "
             f"({cert.issuer.rfc4514_string()}) in the store's crls/, so its revocation status is unknown",
-            code="revocation-status-unknown",
+            code=Code.REVOCATION_STATUS_UNKNOWN,
         )
     for entry in usable:
         revoked = entry.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -118,7 +118,7 @@ def check_revocation(
             raise CertificateError(
                 f"{role.value} certificate {thumbprint} is revoked since "
                 f"{revoked.revocation_date_utc:%Y-%m-%d}Z (listed in {entry.path})",
-                code="cert-revoked",
+                code=Code.CERT_REVOKED,
             )
 
 

@@ -14,7 +14,7 @@ import structlog
 
 from worker import bindings, bootstrap, cli_ops, demo, logs, settings
 from worker.app import HostInstance, Runtime
-from worker.errors import SendpipeError
+from worker.errors import Code, ConfigError, SendpipeError
 from worker.message import Message
 from worker.preflight import log_findings, preflight
 from worker.settings import BrokerSettings
@@ -68,9 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_encode(args: argparse.Namespace) -> int:
     _, _, config, store = bootstrap.load_common(need_host=False)
     if args.port not in config.send_ports:
-        raise SendpipeError(
+        raise ConfigError(
             f"send port {args.port!r} is not in the config; ports: {', '.join(sorted(config.send_ports))}",
-            code="unknown-send-port",
+            code=Code.UNKNOWN_SEND_PORT,
         )
     pipeline = build_pipeline(config, args.port, store)
     body = args.file.read_bytes()

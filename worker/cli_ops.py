@@ -15,7 +15,7 @@ from typing import Any
 
 from worker import bootstrap, broker, limits, settings, suspended, topology
 from worker.config import Config
-from worker.errors import SendpipeError
+from worker.errors import Code, ConfigError, SendpipeError, UsageError
 from worker.preflight import Finding, preflight
 from worker.settings import BrokerSettings, InstanceSettings
 from worker.stages.registry import build_pipeline
@@ -84,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     inst, _, config, store = bootstrap.load_common(need_host=True)
     findings = preflight(config, store, inst.host or "", warn_days=inst.expiry_warning_days)
     problems = [
-        Finding("warning", "store", store.account, "-", str(store.path), "file unusable", p, "store-file")
+        Finding("warning", "store", store.account, "-", str(store.path), "file unusable", p, Code.STORE_FILE)
         for p in store.problems
     ]
     rows = findings + problems + _settings_findings()
@@ -158,7 +158,7 @@ def _table(head: list[str], rows: list[list[str]]) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     if args.message_id and len(args.files) > 1:
-        raise SendpipeError("--message-id needs exactly one FILE", code="usage")
+        raise UsageError("--message-id needs exactly one FILE", code=Code.USAGE)
     brk = settings.load(BrokerSettings)
     return asyncio.run(_send(brk, args))
 
@@ -185,7 +185,7 @@ async def _send(brk: BrokerSettings, args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     inst = settings.load(InstanceSettings)
     if inst.health_file is None:
-        raise SendpipeError("SENDPIPE_HEALTH_FILE is not set: no heartbeat to check", code="settings-invalid")
+        raise ConfigError("SENDPIPE_HEALTH_FILE is not set: no heartbeat to check", code=Code.SETTINGS_INVALID)
     try:
         age = time.time() - inst.health_file.stat().st_mtime
     except FileNotFoundError:
@@ -201,9 +201,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_suspended(args: argparse.Namespace) -> int:
     inst = settings.load(InstanceSettings)
     if not inst.host:
-        raise SendpipeError("SENDPIPE_HOST is required: whose suspended queue to open", code="settings-invalid")
+        raise ConfigError("SENDPIPE_HOST is required: whose suspended queue to open", code=Code.SETTINGS_INVALID)
     if args.action in {"resume", "discard"} and not (args.ids or args.all):
-        raise SendpipeError(f"{args.action} needs message ids or --all", code="usage")
+        raise UsageError(f"{args.action} needs message ids or --all", code=Code.USAGE)
     return asyncio.run(_suspended(settings.load(BrokerSettings), inst.host, args))
 
 

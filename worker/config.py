@@ -16,7 +16,7 @@ else:  # TOML 1.1 (multi-line inline tables, as in SPEC's example) before Python
     import tomli as tomllib
 
 from worker.certs import normalize_thumbprint
-from worker.errors import AlgorithmNotSupported, ConfigError, SendpipeError
+from worker.errors import AlgorithmNotSupported, Code, ConfigError, SendpipeError
 from worker.stages import STAGES
 from worker.stages.registry import REGISTRY
 
@@ -142,7 +142,7 @@ def load_config(path: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (set SENDPIPE_CONFIG)", code="config-not-found") from None
+        raise ConfigError(f"{path}: config file not found (set SENDPIPE_CONFIG)", code=Code.CONFIG_NOT_FOUND) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:

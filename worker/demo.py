@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker.certs import thumbprint_of
-from worker.errors import SendpipeError
+from worker.errors import Code, SendpipeError
 
 ACCOUNTS = ("svc-biztalk-a", "svc-biztalk-b")
 PARTNERS = {"fabrikam": "Fabrikam, Inc.", "northwind": "Northwind Traders"}
@@ -84,7 +84,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         if args.keep_existing:
             print(f"demo already in {root}; kept it (use --force to replace it)")
             return 0
-        raise SendpipeError(f"{root} already holds a demo ({marker}); use --force to replace it", code="demo-exists")
+        raise SendpipeError(f"{root} already holds a demo ({marker}); use --force to replace it", code=Code.DEMO_EXISTS)
     written = write_demo(root)
     print(f"sendpipe demo written to {root}:")
     for path, mode in written:

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any, Literal
 
 from worker.config import Config
-from worker.errors import SendpipeError
+from worker.errors import Code, SendpipeError
 from worker.stages.smime import EncoderProperties
 from worker.store import CertificateStore
 
@@ -113,7 +113,7 @@ def _look(
             where,
             f"expires in {days} days",
             f"not valid after {not_after:%Y-%m-%d}",
-            "cert-expires-soon",
+            Code.CERT_EXPIRES_SOON,
         )
     return Finding("ok", role, subject, thumbprint, where, f"found, expires in {days} days")
 

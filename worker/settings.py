@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.errors import ConfigError
+from worker.errors import Code, ConfigError
 
 SECRETS_DIR = Path("/run/secrets")
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -188,7 +188,7 @@ def check_broker_variables(environ: Mapping[str, str] | None = None) -> None:
         raise ConfigError(
             f"SENDPIPE_AMQP_URL is not set but {', '.join(others)} is: refusing to fall back to the default "
             f"broker ({DEFAULT_AMQP_URL.replace('guest:guest@', '')}); set SENDPIPE_AMQP_URL (a typo?)",
-            code="settings-invalid",
+            code=Code.SETTINGS_INVALID,
         )
 
 
@@ -205,4 +205,4 @@ def load(kind: type[S]) -> S:
         problems = "; ".join(
             f"SENDPIPE_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid settings: {problems}", code="settings-invalid") from None
+        raise ConfigError(f"invalid settings: {problems}", code=Code.SETTINGS_INVALID) from None

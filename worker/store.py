@@ -28,7 +28,7 @@ from worker.certs import (
     normalize_thumbprint,
     thumbprint_of,
 )
-from worker.errors import CertificateError, StoreError
+from worker.errors import CertificateError, Code, StoreError
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 _KeyTypes = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
@@ -89,11 +89,13 @@ class CertificateStore:
             raise StoreError(
                 f"service account {account[:80]!r} is not a plain account name "
                 "(letters, digits, '.', '_', '-', '@', '$'; no path separators or '..')",
-                code="invalid-service-account",
+                code=Code.INVALID_SERVICE_ACCOUNT,
             )
         base = root / account
         if not base.is_dir():
-            raise StoreError(f"no certificate store for service account {account!r} at {base}", code="store-not-found")
+            raise StoreError(
+                f"no certificate store for service account {account!r} at {base}", code=Code.STORE_NOT_FOUND
+            )
         loader = _Loader(password.get_secret_value().encode() if password else None)
         loader.load_personal(base / "personal")
         loader.load_other_people(base / "other-people")
@@ -119,7 +121,7 @@ class CertificateStore:
             raise CertificateError(
                 f"signing certificate {tp} is not in the personal store of service account "
                 f"{self.account!r} ({self.path / 'personal'}){hint}{self._problem_hint()}",
-                code="signing-cert-not-found",
+                code=Code.SIGNING_CERT_NOT_FOUND,
             )
         if entry.key_error is not None:
             # A fresh exception per call: raising the stored object again would chain every failed
@@ -128,7 +130,7 @@ class CertificateStore:
             raise CertificateError(stored.message, code=stored.code, stage=stored.stage)
         if entry.key is None:
             raise CertificateError(
-                f"signing certificate {tp} in {entry.path} has no private key", code="signing-cert-no-private-key"
+                f"signing certificate {tp} in {entry.path} has no private key", code=Code.SIGNING_CERT_NO_PRIVATE_KEY
             )
         self._check(entry, Role.SIGNING, check_crl, now)
         return SigningIdentity(entry.cert, entry.key, tp, entry.path)
@@ -144,7 +146,7 @@ class CertificateStore:
             raise CertificateError(
                 f"encryption certificate {tp} is not in the other-people store of service account "
                 f"{self.account!r} ({self.path / 'other-people'}){hint}{self._problem_hint()}",
-                code="encryption-cert-not-found",
+                code=Code.ENCRYPTION_CERT_NOT_FOUND,
             )
         self._check(entry, Role.ENCRYPTION, check_crl, now)
         return Recipient(entry.cert, tp, entry.path)
@@ -192,16 +194,16 @@ class _Loader:
                     # Like ssh: a private key others can read is treated as compromised, not used.
                     err = StoreError(
                         f"key file {path} is readable by group or others (mode {loose:04o}); refused: chmod 600 it",
-                        code="key-file-insecure",
+                        code=Code.KEY_FILE_INSECURE,
                     )
                     self._add(self.personal, StoredCert(cert, tp, path, key_error=_as_cert_error(err)))
                     self.problems.append(f"{path.name}: mode {loose:04o} (key refused, chmod 600)")
                     continue
                 if key is None or _public(key) != _public(cert):
                     code, why = (
-                        ("signing-cert-no-private-key", "holds no private key")
+                        (Code.SIGNING_CERT_NO_PRIVATE_KEY, "holds no private key")
                         if key is None
-                        else ("signing-key-mismatch", "holds a private key that does not match the certificate")
+                        else (Code.SIGNING_KEY_MISMATCH, "holds a private key that does not match the certificate")
                     )
                     self._add(
                         self.personal,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from worker.app import HostInstance, Runtime
 from worker.config import load_config
-from worker.errors import SendpipeError
+from worker.errors import Code, ConfigError, SendpipeError
 from worker.preflight import log_findings, preflight
 from worker.settings import InstanceSettings, StoreSettings
 from worker.store import CertificateStore
@@ -104,8 +104,8 @@ class Supervisor:
             if config_changed:
                 config = load_config(self.inst.config)
                 if self.instance.host not in config.hosts:
-                    raise SendpipeError(
-                        f"host {self.instance.host!r} has no send ports in the new config", code="unknown-host"
+                    raise ConfigError(
+                        f"host {self.instance.host!r} has no send ports in the new config", code=Code.UNKNOWN_HOST
                     )
             if store_changed:
                 s = self.store_settings

@@ -10,6 +10,7 @@ from typing import Any
 
 from worker import routing, topology
 from worker.broker import Inbound, Outbound, Session
+from worker.errors import Code
 
 # Headers that described the failure; a resumed message starts afresh without them.
 _FAILURE_HEADERS = frozenset({
@@ -52,7 +53,7 @@ class Suspended:
     def error_code(self) -> str:
         code = self.header("sendpipe-error-code")
         if not code and "x-death" in self.inbound.headers:
-            return "delivery-limit-exceeded"  # the message kept failing its consumer (crash, kill)
+            return Code.DELIVERY_LIMIT_EXCEEDED  # the message kept failing its consumer (crash, kill)
         return code
 
     def age(self, now: dt.datetime | None = None) -> str:

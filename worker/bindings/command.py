@@ -15,7 +15,7 @@ from worker.bindings.parse import BindingsError, read_bindings
 from worker.bindings.render import render_config, report_json, report_text
 from worker.certs import normalize_thumbprint
 from worker.config import load_config
-from worker.errors import ConfigError, SendpipeError
+from worker.errors import Code, ConfigError, InternalError, UsageError
 
 _DESCRIPTION = (
     "Convert a BizTalk binding file's send ports (MIME/SMIME encoder settings, EncryptionCert, retries, send "
@@ -54,8 +54,8 @@ def _host_map(items: list[str]) -> dict[str, str]:
     for item in items:
         bts, sep, host = item.partition("=")
         if not sep or not bts.strip() or not host.strip():
-            raise SendpipeError(
-                f"--host-map {item!r}: expected BTS=HOST (a BizTalk host name = a sendpipe host)", code="usage"
+            raise UsageError(
+                f"--host-map {item!r}: expected BTS=HOST (a BizTalk host name = a sendpipe host)", code=Code.USAGE
             )
         out[bts.strip()] = host.strip()
     return out
@@ -66,7 +66,7 @@ def cmd_import_bindings(args: argparse.Namespace) -> int:
     try:
         data = source.read_bytes()
     except FileNotFoundError:
-        raise BindingsError(f"{source}: binding file not found", code="bindings-not-found") from None
+        raise BindingsError(f"{source}: binding file not found", code=Code.BINDINGS_NOT_FOUND) from None
     except OSError as exc:
         raise BindingsError(f"{source}: cannot read ({type(exc).__name__})") from None
     thumbprint = normalize_thumbprint(args.signing_thumbprint) if args.signing_thumbprint else None
@@ -99,7 +99,7 @@ def _write(text: str, target: Path | None, mapped: set[str]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=".toml", dir=folder)
     except OSError as exc:
-        raise ConfigError(f"{target}: cannot write there ({type(exc).__name__})", code="output-unwritable") from None
+        raise ConfigError(f"{target}: cannot write there ({type(exc).__name__})", code=Code.OUTPUT_UNWRITABLE) from None
     path = Path(tmp)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -107,9 +107,9 @@ def _write(text: str, target: Path | None, mapped: set[str]) -> None:
         try:
             config = load_config(path)
         except ConfigError as exc:  # a bug of the importer, never the binding file's fault
-            raise SendpipeError(f"the imported config does not load: {exc.message}", code="internal-error") from None
+            raise InternalError(f"the imported config does not load: {exc.message}", code=Code.INTERNAL_ERROR) from None
         if set(config.send_ports) != mapped:
-            raise SendpipeError("the imported config does not hold the mapped ports", code="internal-error")
+            raise InternalError("the imported config does not hold the mapped ports", code=Code.INTERNAL_ERROR)
         if target is None:
             sys.stdout.write(text)
             sys.stdout.flush()

@@ -10,7 +10,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from worker.errors import ConfigError
+from worker.errors import Code, ConfigError
 
 _XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 # Send pipeline stages by CategoryId (Microsoft.BizTalk.Component.Interop.CategoryTypes: CATID_PreAssembler,
@@ -27,7 +27,7 @@ _INT_VTS = {"2", "3", "16", "17", "18", "19", "20", "21", "22", "23"}  # VT_I2 â
 class BindingsError(ConfigError):
     """The binding file cannot be read: missing, not well-formed, unsafe, or not a BindingInfo."""
 
-    code = "bindings-invalid"
+    code = Code.BINDINGS_INVALID
 
 
 class PortProblem(Exception):
@@ -144,11 +144,11 @@ def _parse_document(data: bytes, source: str) -> Element:
             f"{source}: refused: the file declares a DTD or entities ({type(exc).__name__}); BizTalk exports "
             "none, and entity expansion (billion laughs, external entities) is not allowed in input from "
             "another system",
-            code="bindings-unsafe-xml",
+            code=Code.BINDINGS_UNSAFE_XML,
         ) from None
     except ParseError as exc:
         where = " in " + " / ".join(opened) if opened else ""
-        raise BindingsError(f"{source}: not well-formed XML: {exc}{where}", code="bindings-malformed") from None
+        raise BindingsError(f"{source}: not well-formed XML: {exc}{where}", code=Code.BINDINGS_MALFORMED) from None
     root: Element = events.root  # type: ignore[attr-defined]
     return root
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from worker.errors import SendpipeError
+from worker.errors import Code, ConfigError, SendpipeError
 from worker.message import Message
 from worker.store import CertificateStore
 
@@ -60,9 +60,9 @@ class Pipeline:
                 exc.stage = exc.stage or stage_name
                 raise
         if self.encrypts and message.recipient_thumbprint is None:
-            raise SendpipeError(
+            raise ConfigError(
                 f"pipeline {self.name} asks for encryption but no stage encrypted the message",
-                code="encryption-not-applied",
+                code=Code.ENCRYPTION_NOT_APPLIED,
                 stage="encode",
             )
         return message

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pybase64
 
-from worker.errors import MessageError
+from worker.errors import Code, MessageError
 
 CRLF = b"\r\n"
 _B64_LINE = 76  # RFC 2045 §6.8: encoded lines of at most 76 characters
@@ -156,7 +156,7 @@ def checked_content_type(value: str) -> str:
     if len(value) > 900 or not _CONTENT_TYPE.fullmatch(value):
         raise MessageError(
             f"content type {value[:60]!r} is not a MIME type (type/subtype[; parameters], printable ASCII)",
-            code="invalid-content-type",
+            code=Code.INVALID_CONTENT_TYPE,
         )
     return value
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from worker.certs import normalize_thumbprint
-from worker.errors import CertificateError
+from worker.errors import CertificateError, Code
 from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
 from worker.stages import StageContext, mime
 from worker.stages.body import Body
@@ -134,7 +134,7 @@ class MimeSmimeEncoder:
         if wanted is None:
             # Unreachable with a validated config; kept so a bad config can never send in clear.
             raise CertificateError(
-                "no encryption certificate is configured for this send port", code="encryption-cert-not-found"
+                "no encryption certificate is configured for this send port", code=Code.ENCRYPTION_CERT_NOT_FOUND
             )
         thumbprint = normalize_thumbprint(wanted)
         cached = self._recipients.get(thumbprint)
@@ -146,7 +146,7 @@ class MimeSmimeEncoder:
             raise CertificateError(
                 f"encryption certificate {found.thumbprint} has a non-RSA key; only RSA key transport "
                 "is supported for enveloping",
-                code="algorithm-not-supported",
+                code=Code.ALGORITHM_NOT_SUPPORTED,
             )
         cert = found.cert
         cached = Recipient(
