@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -60,8 +60,3 @@ def configure(log_format: str = "json", level: str = "info", stream: TextIO | No
     # below INFO for them, whatever the level, so no payload can reach a log line.
     for name in ("aio_pika", "aiormq", "pamqp"):
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
-
-
-def get(name: str = "sendpipe", **bound: Any) -> Any:
-    """A logger bound to static context (host, instance, account)."""
-    return structlog.get_logger(name).bind(**bound)

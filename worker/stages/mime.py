@@ -180,13 +180,9 @@ def boundary_for(*parts: bytes) -> str:
             return candidate
 
 
-def multipart(boundary: str, parts: Sequence[Chunk], preamble: bytes = b"") -> bytes:
-    """The body of a multipart entity; the CRLF before each delimiter belongs to it (RFC 2046 §5.1.1)."""
-    return b"".join(multipart_chunks(boundary, parts, preamble))
-
-
 def multipart_chunks(boundary: str, parts: Sequence[Chunk], preamble: bytes = b"") -> list[Chunk]:
-    """``multipart`` as the list of its pieces, the parts themselves not copied."""
+    """The body of a multipart entity as the list of its pieces, the parts themselves not copied; the CRLF
+    before each delimiter belongs to it (RFC 2046 §5.1.1)."""
     delimiter = CRLF + b"--" + boundary.encode()
     out: list[Chunk] = [preamble, b"--", boundary.encode()]
     for i, part in enumerate(parts):
