@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from worker.certs import thumbprint_of
+from worker.identity.certs import thumbprint_of
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 ACCOUNT = "svc-bench"

@@ -33,11 +33,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from bench.common import ACCOUNT, KIB, MIB, PORT, Pair, Pki, machine, say, size_name, table, verdict, write_deployment
-from worker.config import load_config
+from worker.identity.store import CertificateStore
 from worker.message import Message
-from worker.stages import Pipeline
-from worker.stages.registry import build_pipeline
-from worker.store import CertificateStore
+from worker.pipeline.catalogue import build_pipeline, load_config
+from worker.pipeline.stage import Pipeline
 
 SIZES = (KIB, 64 * KIB, MIB, 16 * MIB)
 SIGNERS = ("rsa2048", "ec-p256")

@@ -20,7 +20,7 @@ import aio_pika
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from worker.partner import OpenSSLFailed, unwrap
+from worker.demo.partner import OpenSSLFailed, unwrap
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from pki import Issued, StoreFactory, TestPKI, build_store
 
-from worker.store import CertificateStore
+from worker.identity.store import CertificateStore
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker import topology
-from worker.acks import AckCoalescer
-from worker.broker import Handler, Inbound, Outbound
+from worker.broker import topology
+from worker.broker.acks import AckCoalescer
+from worker.broker.session import Handler, Inbound
 from worker.errors import BrokerUnavailable, SendpipeError
+from worker.message import Outbound
 from worker.settings import BrokerSettings
 
 

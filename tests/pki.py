@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from worker.certs import thumbprint_of
-from worker.store import CertificateStore
+from worker.identity.certs import thumbprint_of
+from worker.identity.store import CertificateStore
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KeyType = Literal["rsa2048", "rsa3072", "ec-p256"]

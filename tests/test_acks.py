@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from worker.acks import AckCoalescer
+from worker.broker.acks import AckCoalescer
 
 
 @dataclass

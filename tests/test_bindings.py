@@ -31,9 +31,10 @@ from pki import Issued, TestPKI, build_store
 from pydantic import ValidationError
 from smime_check import unwrap
 
-from worker import cli
-from worker.config import Component, Config, load_config
-from worker.partner import OpenSSLFailed
+from worker.cli import main as cli
+from worker.config.model import Component, Config
+from worker.demo.partner import OpenSSLFailed
+from worker.pipeline.catalogue import CATALOGUE, load_config
 
 TP = "9F112233445566778899AABBCCDDEEFF00112233"
 
@@ -82,7 +83,8 @@ def one(imp: Any, props: list[tuple[str, str, str]] | None, **kw: Any) -> Run:
 def aes192_accepted() -> bool:
     try:
         Component.model_validate(
-            {"component": "mime_smime_encoder", "enable_encryption": True, "encryption_algorithm": "AES192"}
+            {"component": "mime_smime_encoder", "enable_encryption": True, "encryption_algorithm": "AES192"},
+            context={"catalogue": CATALOGUE},
         )
     except ValidationError:
         return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from worker.budget import ByteBudget
+from worker.host.budget import ByteBudget
 
 MIB = 1 << 20
 

@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pki import Issued
 
-from worker.stages import cms
-from worker.stages.body import Body
-from worker.store import SigningIdentity
+from worker.identity.keys import SigningIdentity
+from worker.smime import cms
+from worker.smime.body import Body
 
 PAYLOAD = b"Content-Type: text/plain\r\n\r\nline\nbinary\x00\r\r\n" * 50
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from worker import settings
-from worker.config import Config, load_config
+from worker.config.model import Config
 from worker.errors import AlgorithmNotSupported, ConfigError
+from worker.pipeline.catalogue import load_config
+from worker.pipeline.encoder import EncoderProperties
 from worker.settings import StoreSettings
-from worker.stages.smime import EncoderProperties
 
 SIGNING_TP = "0B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E"
 PARTNER_TP = "9F1122334455667788990AABBCCDDEEFF0011223"

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from smime_check import unwrap
 
-from worker import cli
-from worker.certs import normalize_thumbprint
-from worker.config import load_config
-from worker.store import CertificateStore
+from worker.cli import main as cli
+from worker.identity.certs import normalize_thumbprint
+from worker.identity.store import CertificateStore
+from worker.pipeline.catalogue import load_config
 
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
 ACCOUNTS = ("svc-biztalk-a", "svc-biztalk-b")

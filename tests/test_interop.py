@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from pki import Issued, TestPKI, build_store
 
 from worker.errors import CertificateError, MessageError
+from worker.identity.store import CertificateStore
 from worker.message import Message
-from worker.stages import StageContext
-from worker.stages.smime import EncoderProperties, MimeSmimeEncoder
-from worker.store import CertificateStore
+from worker.pipeline.encoder import EncoderProperties, MimeSmimeEncoder
+from worker.pipeline.stage import StageContext
 
 CRLF = b"\r\n"
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 from pki import Issued, StoreFactory
 
-from worker.config import load_config
-from worker.limits import largest_payload
 from worker.message import Message
-from worker.stages.registry import build_pipeline
+from worker.pipeline.catalogue import build_pipeline, load_config
+from worker.pipeline.limits import largest_payload
 
 LIMIT = 2 << 20
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.stages import mime
+from worker.smime import mime
 
 BLOCK = 57 * 1024  # mime's block: 1,024 lines of 57 input bytes
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker import routing
 from worker.errors import DeliveryFailed, MessageError
+from worker.host import routing
 from worker.message import Message
 
 ME = routing.Identity("SendHost", "inst-1", "svc-a")

@@ -14,11 +14,13 @@ import structlog
 from fakes import Behaviour, FakeBroker, unavailable
 from pki import Issued, StoreFactory
 
-from worker import app, broker
-from worker.acks import AckCoalescer
-from worker.app import HostInstance, Runtime
-from worker.config import load_config
+from worker.broker import session as broker
+from worker.broker.acks import AckCoalescer
 from worker.errors import BrokerUnavailable, DeliveryFailed
+from worker.host import instance as app
+from worker.host.instance import HostInstance
+from worker.pipeline.catalogue import load_config
+from worker.pipeline.runtime import Runtime
 from worker.settings import BrokerSettings, InstanceSettings
 
 CONFIG = """

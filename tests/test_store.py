@@ -24,9 +24,9 @@ from pki import (
 )
 from pydantic import SecretStr
 
-from worker.certs import normalize_thumbprint, thumbprint_of
 from worker.errors import CertificateError, MessageError, StoreError
-from worker.store import CertificateStore
+from worker.identity.certs import normalize_thumbprint, thumbprint_of
+from worker.identity.store import CertificateStore
 
 ACCOUNT = "svc-send"
 PASSWORD = b"correct horse battery staple"

@@ -45,3 +45,15 @@ class Message:
         if isinstance(value, bytes | bytearray):
             return bytes(value).decode("utf-8", "replace")
         return value if isinstance(value, str) else repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message to publish: body, routing and the AMQP properties we set (no broker type: routing builds it)."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)

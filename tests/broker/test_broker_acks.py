@@ -8,7 +8,7 @@ import random
 import aio_pika
 from pydantic import SecretStr
 
-from worker import broker
+from worker.broker import session as broker
 from worker.settings import BrokerSettings
 
 COUNT = 60

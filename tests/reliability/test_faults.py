@@ -11,12 +11,14 @@ from typing import Any, cast
 import aiormq.exceptions
 import pytest
 
-from worker import broker, topology
-from worker.app import HostInstance, Runtime
-from worker.broker import Inbound
-from worker.config import load_config
+from worker.broker import session as broker
+from worker.broker import topology
+from worker.broker.session import Inbound
+from worker.host.instance import HostInstance
+from worker.identity.store import CertificateStore
+from worker.pipeline.catalogue import load_config
+from worker.pipeline.runtime import Runtime
 from worker.settings import BrokerSettings, InstanceSettings
-from worker.store import CertificateStore
 
 from . import harness
 from .lab import Broker, Lab

@@ -29,12 +29,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki import Issued, TestPKI, write_crl, write_other_people, write_personal_pem
 from pydantic import SecretStr
 
-from worker.app import Runtime
-from worker.config import load_config
 from worker.errors import SendpipeError
+from worker.identity.store import CertificateStore
 from worker.message import Message
-from worker.stages import Pipeline
-from worker.store import CertificateStore
+from worker.pipeline.catalogue import load_config
+from worker.pipeline.runtime import Runtime
+from worker.pipeline.stage import Pipeline
 
 from .lab import (
     HOST_QUEUE,

@@ -1,0 +1,1 @@
+"""The sendpipe command line: the parser and one function per command."""

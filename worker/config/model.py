@@ -1,0 +1,216 @@
+"""The TOML config (group, pipelines, send ports) loaded into immutable, validated models at start-up."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
+
+if sys.version_info >= (3, 15):
+    import tomllib
+else:  # TOML 1.1 (multi-line inline tables, as in SPEC's example) before Python 3.15
+    import tomli as tomllib
+
+from worker.errors import AlgorithmNotSupported, Code, ConfigError, SendpipeError
+from worker.identity.certs import normalize_thumbprint
+
+# BizTalk's send pipeline stages, in the order they run (the TOML keys of a pipeline).
+STAGES = ("pre_assemble", "assemble", "encode")
+
+
+class ComponentKind(Protocol):
+    """What the config needs to know of a component to validate it (the catalogue is the pipeline
+    layer's, passed in as validation context, so loading a config imports no pipeline code)."""
+
+    @property
+    def stage(self) -> str: ...
+
+    @property
+    def properties(self) -> type[BaseModel]: ...
+
+    def promises_encryption(self, properties: BaseModel) -> bool: ...
+
+
+Catalogue = Mapping[str, ComponentKind]
+
+
+# Host and port names become queue names and routing keys: keep them to AMQP-safe characters.
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def _thumbprint(value: str) -> str:
+    try:
+        return normalize_thumbprint(value)
+    except SendpipeError as exc:
+        raise ValueError(exc.message) from None
+
+
+Thumbprint = Annotated[str, AfterValidator(_thumbprint)]
+Name = Annotated[str, Field(pattern=_NAME)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Group(_Frozen):
+    """Us: the BizTalk group and its one signing certificate."""
+
+    name: str = Field(min_length=1)
+    signing_thumbprint: Thumbprint
+
+
+class Component(_Frozen):
+    """One component of a stage: its catalogue name, its validated properties, and what the catalogue
+    says of it (the stage it belongs in; whether it promises encryption, so the pipeline fails closed)."""
+
+    component: str
+    properties: BaseModel
+    stage: str
+    encrypts: bool
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any, info: ValidationInfo) -> Any:
+        # In TOML the properties sit beside `component`; validate them with the component's model.
+        if not isinstance(data, dict) or "component" not in data:
+            raise ValueError('a component is a table with `component = "<name>"` and its properties')
+        catalogue: Catalogue = (info.context or {})["catalogue"]
+        name = data["component"]
+        kind = catalogue.get(name)
+        if kind is None:
+            raise ValueError(f"unknown component {name!r}; allowed: {', '.join(sorted(catalogue))}")
+        props = {k: v for k, v in data.items() if k != "component"}
+        try:
+            properties = kind.properties.model_validate(props)
+            return {
+                "component": name,
+                "properties": properties,
+                "stage": kind.stage,
+                "encrypts": kind.promises_encryption(properties),
+            }
+        except ValidationError as exc:
+            # Re-raised as one error at this component's location, keeping each property's name and
+            # whether a refused algorithm was the cause (that error has its own code).
+            errors = exc.errors(include_url=False)
+            legacy = any(e["type"] == "algorithm_not_supported" for e in errors)
+            names = ", ".join(kind.properties.model_fields)
+            text = "; ".join(f"{_location(e['loc'])}: {_allowed(e, names)}" for e in errors)
+            raise PydanticCustomError("algorithm_not_supported" if legacy else "component_invalid", text) from None
+
+
+class PipelineConfig(_Frozen):
+    """A send pipeline: BizTalk's three assembling stages, each an ordered list of components."""
+
+    pre_assemble: tuple[Component, ...] = ()
+    assemble: tuple[Component, ...] = ()
+    encode: tuple[Component, ...] = ()
+
+    @model_validator(mode="after")
+    def _placement(self) -> PipelineConfig:
+        for stage in STAGES:
+            for comp in self.components(stage):
+                if comp.stage != stage:
+                    raise ValueError(f"component {comp.component!r} belongs in the {comp.stage!r} stage, not {stage!r}")
+        return self
+
+    def components(self, stage: str) -> tuple[Component, ...]:
+        by_stage = {"pre_assemble": self.pre_assemble, "assemble": self.assemble, "encode": self.encode}
+        return by_stage[stage]
+
+    @property
+    def encrypts(self) -> bool:
+        return any(c.encrypts for s in STAGES for c in self.components(s))
+
+
+class SendPort(_Frozen):
+    """Them: a destination with its pipeline, partner certificate, delivery key and retry policy."""
+
+    host: Name
+    pipeline: str
+    encryption_thumbprint: Thumbprint | None = None
+    delivery_key: str = Field(min_length=1, max_length=255)  # AMQP routing keys are shortstr
+    retry_count: int = Field(default=3, ge=0, le=100)
+    retry_interval_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+
+
+class Config(_Frozen):
+    """The whole file; cross-references are checked here so a bad file never reaches a message."""
+
+    group: Group
+    pipelines: dict[str, PipelineConfig]
+    send_ports: dict[Annotated[str, Field(pattern=_NAME)], SendPort]
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for name, port in self.send_ports.items():
+            pipeline = self.pipelines.get(port.pipeline)
+            if pipeline is None:
+                raise ValueError(
+                    f"send_ports.{name}.pipeline: {port.pipeline!r} is not defined; "
+                    f"defined: {', '.join(sorted(self.pipelines)) or 'none'}"
+                )
+            if pipeline.encrypts and port.encryption_thumbprint is None:
+                raise ValueError(
+                    f"send_ports.{name}.encryption_thumbprint: required, pipeline {port.pipeline!r} encrypts"
+                )
+        return self
+
+    def ports_of(self, host: str) -> dict[str, SendPort]:
+        return {name: port for name, port in self.send_ports.items() if port.host == host}
+
+    @property
+    def hosts(self) -> set[str]:
+        return {port.host for port in self.send_ports.values()}
+
+
+def load_config(path: Path, catalogue: Catalogue) -> Config:
+    """Read and validate the config file against a component catalogue (worker.pipeline.catalogue's
+    ``load_config`` passes its own); every error names the file, the field path and what is allowed."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (set SENDPIPE_CONFIG)", code=Code.CONFIG_NOT_FOUND) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({type(exc).__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(raw, context={"catalogue": catalogue})
+    except ValidationError as exc:
+        raise _config_error(path, exc) from None
+
+
+def _config_error(path: Path, exc: ValidationError) -> ConfigError:
+    lines = []
+    legacy = False
+    for err in exc.errors(include_url=False):
+        legacy = legacy or err["type"] == "algorithm_not_supported"
+        where = _location(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {where}: {msg}" if where else f"{path}: {msg}")
+    kind = AlgorithmNotSupported if legacy else ConfigError
+    return kind("\n".join(lines))
+
+
+def _allowed(err: Any, names: str) -> str:
+    if err["type"] == "extra_forbidden":
+        return f"unknown property; allowed: {names}"
+    msg: str = err["msg"]
+    return msg
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # pydantic's loc for nested components looks like ('pipelines', 'P', 'encode', 0, 'properties', 'x');
+    # show it as the TOML author wrote it: pipelines.P.encode[0].x
+    out = ""
+    for part in loc:
+        if part in {"properties"} or (isinstance(part, str) and re.fullmatch(r"function-\w+\[.*\]", part)):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -1,0 +1,294 @@
+"""`sendpipe demo init DIR`: a self-contained demo (CA, group signing cert in two stores, partners, config)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from worker.errors import Code, SendpipeError
+from worker.identity.certs import thumbprint_of
+
+ACCOUNTS = ("svc-biztalk-a", "svc-biztalk-b")
+PARTNERS = {"fabrikam": "Fabrikam, Inc.", "northwind": "Northwind Traders"}
+SECRET = "sendpipe_store_password"  # noqa: S105 - a file name: SENDPIPE_STORE_PASSWORD as a /run/secrets file
+SIGNING_FILE = "group-signing.pfx"
+_PRIVATE = 0o600
+_PUBLIC = 0o644
+
+
+@dataclass(frozen=True)
+class _Pair:
+    cert: x509.Certificate
+    key: rsa.RSAPrivateKey
+
+    @property
+    def thumbprint(self) -> str:
+        return thumbprint_of(self.cert)
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+def register(sub: Any) -> None:
+    """Add `sendpipe demo init` to the `sendpipe` parser."""
+    demo = sub.add_parser(
+        "demo",
+        help="Write a self-contained demo deployment (demo PKI, two service accounts' stores, config).",
+        description="Write a self-contained demo deployment.",
+    )
+    demo.set_defaults(func=lambda _args: _usage(demo))
+    actions = demo.add_subparsers(metavar="ACTION")
+    init = actions.add_parser(
+        "init",
+        help="Write a demo CA, stores, partner certificates and a config into DIR.",
+        description="Write into DIR a demo CA, the group signing certificate in the stores of two service "
+        "accounts, two partners' certificates, a store password and a config that uses them.",
+    )
+    init.add_argument("dir", type=Path, metavar="DIR", help="where to write the demo")
+    when = init.add_mutually_exclusive_group()
+    when.add_argument("--force", action="store_true", help="replace an existing demo in DIR (new keys and password)")
+    when.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="if DIR already holds a demo, keep it and exit 0 (for a one-shot init container)",
+    )
+    init.set_defaults(func=cmd_init)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root: Path = args.dir.absolute()
+    marker = root / "sendpipe.toml"
+    if marker.exists() and not args.force:
+        if args.keep_existing:
+            print(f"demo already in {root}; kept it (use --force to replace it)")
+            return 0
+        raise SendpipeError(f"{root} already holds a demo ({marker}); use --force to replace it", code=Code.DEMO_EXISTS)
+    written = write_demo(root)
+    print(f"sendpipe demo written to {root}:")
+    for path, mode in written:
+        print(f"  {mode:04o}  {path.relative_to(root)}")
+    print(_instructions(root))
+    return 0
+
+
+def write_demo(root: Path) -> list[tuple[Path, int]]:
+    """Write the whole demo under ``root``; returns each file written with its mode."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ca = _ca(now)
+    signer = _leaf(ca, "Contoso group signing", "signing@contoso.example", now, signing=True)
+    partners = {
+        name: _leaf(ca, f"{org} AS2", f"as2@{name}.example", now, signing=False) for name, org in PARTNERS.items()
+    }
+    password = secrets.token_urlsafe(24)
+    out = _Writer(root)
+    out.file("ca/ca.pem", ca.cert_pem(), _PUBLIC)
+    out.file("ca/ca.key", ca.key_pem(), _PRIVATE)
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"Contoso group signing",
+        signer.key,
+        signer.cert,
+        [ca.cert],
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+    crl = _crl(ca, now).public_bytes(serialization.Encoding.DER)
+    for account in ACCOUNTS:
+        store = f"stores/{account}"
+        out.file(f"{store}/personal/{SIGNING_FILE}", pfx, _PRIVATE)
+        for name, partner in partners.items():
+            out.file(f"{store}/other-people/{name}.cer", partner.cert.public_bytes(serialization.Encoding.DER), _PUBLIC)
+        out.file(f"{store}/crls/demo-ca.crl", crl, _PUBLIC)
+        (root / store).chmod(0o700)  # an account's store is its own, like a Windows user profile
+    for name, partner in partners.items():
+        # The partners' own keys, only so the demo can decrypt what it sends; never part of a store.
+        out.file(f"partners/{name}.key", partner.key_pem(), _PRIVATE)
+        out.file(f"partners/{name}.pem", partner.cert_pem(), _PRIVATE)
+    out.file(f"secrets/{SECRET}", password.encode(), _PRIVATE)
+    out.file("sendpipe.toml", _config(signer, partners).encode(), _PUBLIC)
+    return out.written
+
+
+class _Writer:
+    """Writes files under a root with exact modes (also when replacing a file), never through a symlink."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: list[tuple[Path, int]] = []
+
+    def file(self, rel: str, data: bytes, mode: int) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == _PRIVATE:
+            path.parent.chmod(0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)  # an existing file keeps its old mode on open(); set it either way
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        self.written.append((path, mode))
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sendpipe demo")]
+    )
+
+
+def _usage_ext(*, sign: bool = False, encrypt: bool = False, ca: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=sign,
+        key_encipherment=encrypt,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca(now: dt.datetime) -> _Pair:
+    key = _key()
+    name = _name("sendpipe Demo Root CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=5 * 365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage_ext(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _Pair(cert, key)
+
+
+def _leaf(ca: _Pair, cn: str, email: str, now: dt.datetime, *, signing: bool) -> _Pair:
+    key = _key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2 * 365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage_ext(sign=signing, encrypt=not signing), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return _Pair(cert, key)
+
+
+def _crl(ca: _Pair, now: dt.datetime) -> x509.CertificateRevocationList:
+    return (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=365))
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+def _windows(thumbprint: str) -> str:
+    """A thumbprint as the Windows certificate dialog shows it: lower-case byte pairs with spaces."""
+    return " ".join(thumbprint[i : i + 2] for i in range(0, len(thumbprint), 2)).lower()
+
+
+def _config(signer: _Pair, partners: dict[str, _Pair]) -> str:
+    fabrikam, northwind = partners["fabrikam"].thumbprint, partners["northwind"].thumbprint
+    colons = ":".join(fabrikam[i : i + 2] for i in range(0, 40, 2))
+    enc = 'component = "mime_smime_encoder"'
+    return f"""\
+# sendpipe demo config, written by `sendpipe demo init` (demo PKI in ca/, stores in stores/).
+[group]
+name = "Contoso"
+# Pasted the Windows way (spaces, lower case): lookups ignore case, spaces, colons and U+200E.
+signing_thumbprint = "{_windows(signer.thumbprint)}"  # personal/{SIGNING_FILE} of every account
+
+[pipelines.SignAndEncrypt]
+encode = [ {{ {enc}, signature_type = "BlobSign", enable_encryption = true, encryption_algorithm = "AES256" }} ]
+
+# AS2 layout: multipart/signed inside enveloped-data, binary transfer encoding.
+[pipelines.AS2]
+encode = [ {{ {enc}, signature_type = "ClearSign", enable_encryption = true, encryption_algorithm = "AES128", \
+content_transfer_encoding = "binary" }} ]
+
+[pipelines.SignOnly]
+encode = [ {{ {enc}, signature_type = "ClearSign" }} ]
+
+[send_ports.FabrikamOrders]
+host = "SendHost"
+pipeline = "SignAndEncrypt"
+encryption_thumbprint = "{colons}"  # other-people/fabrikam.cer
+delivery_key = "fabrikam.orders"
+retry_count = 3
+retry_interval_s = 60
+
+[send_ports.NorthwindInvoices]
+host = "SendHost"
+pipeline = "AS2"
+encryption_thumbprint = "{northwind}"  # other-people/northwind.cer
+delivery_key = "northwind.invoices"
+retry_count = 3
+retry_interval_s = 60
+
+[send_ports.AuditCopy]
+host = "AuditHost"
+pipeline = "SignOnly"
+delivery_key = "audit.copy"
+retry_count = 1
+retry_interval_s = 30
+"""
+
+
+def _instructions(root: Path) -> str:
+    q = shlex.quote
+    secret = root / "secrets" / SECRET
+    return f"""
+Run a host instance of SendHost under service account {ACCOUNTS[0]} (or {ACCOUNTS[1]}; AuditHost likewise):
+  export SENDPIPE_CONFIG={q(str(root / "sendpipe.toml"))}
+  export SENDPIPE_STORE_ROOT={q(str(root / "stores"))}
+  export SENDPIPE_SERVICE_ACCOUNT={ACCOUNTS[0]}
+  export SENDPIPE_HOST=SendHost
+  export SENDPIPE_STORE_PASSWORD="$(cat {q(str(secret))})"
+  sendpipe check && sendpipe run
+In a container, mount {secret} as /run/secrets/{SECRET} instead of setting SENDPIPE_STORE_PASSWORD.
+See what a partner receives:
+  echo hello > hello.txt && sendpipe encode --port FabrikamOrders -o hello.eml hello.txt
+  openssl cms -decrypt -in hello.eml -inkey {q(str(root / "partners/fabrikam.key"))} \\
+    | openssl cms -verify -CAfile {q(str(root / "ca/ca.pem"))}"""

@@ -1,0 +1,336 @@
+"""One host instance: consume the host queue, run each port's pipeline off the loop, settle each message once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from worker.broker import session as broker
+from worker.broker import topology
+from worker.broker.session import Inbound, Session
+from worker.errors import BrokerUnavailable, Code, InternalError, MessageError, RetriesExhausted, SendpipeError
+from worker.host import routing
+from worker.host.budget import ByteBudget
+from worker.host.stats import Stats
+from worker.message import DEFAULT_CONTENT_TYPE, Message
+from worker.pipeline.runtime import Runtime
+from worker.settings import BrokerSettings, InstanceSettings
+
+# A quorum queue dead-letters a message after this many failed deliveries (the broker's limit): we
+# suspend it ourselves one delivery earlier, so it carries a code and a reason (SPEC "Suspended").
+_SUSPEND_AT_DELIVERY_COUNT = topology.DELIVERY_LIMIT - 1
+# Pause before returning a message that could not be settled, so it does not spin through the queue.
+UNSETTLED_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    event: str  # message.delivered / message.failed, then settled as retry_scheduled / suspended
+    error: SendpipeError | None = None
+    result: Message | None = None
+
+
+class HostInstance:
+    """Consumes ``sendpipe.host.<host>`` and publishes to delivery, retry or suspended."""
+
+    def __init__(self, inst: InstanceSettings, brk: BrokerSettings, runtime: Runtime, host: str) -> None:
+        self.inst = inst
+        self.brk = brk
+        self.runtime = runtime
+        self.host = host
+        self.me = routing.Identity(host, inst.host_instance, runtime.store.account)
+        self.prefetch = brk.prefetch_count or inst.threads * 8
+        self.stats = Stats()
+        self.log = structlog.get_logger("sendpipe").bind(
+            host=host, host_instance=inst.host_instance, service_account=self.me.service_account
+        )
+        self.session: Session | None = None  # the live one, for topology updates on reload
+        self.budget = ByteBudget(inst.in_flight_budget, small_bytes=inst.inline_max_bytes)
+        self.reconnects = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool = ThreadPoolExecutor(inst.threads, thread_name_prefix="pipeline")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; reconnect with backoff and jitter whenever the connection drops.
+
+        The backoff grows on every failed connect *and* every session that ended before it was
+        stable (``reconnect_max_s``): a broker that accepts the connection but then refuses the
+        declare or the consumer must not be hammered. After a loss, the next node of the list is
+        tried first (SPEC: cluster nodes, tried in order).
+        """
+        failures, start = 0, 0
+        try:
+            while not stop.is_set():
+                try:
+                    session = await broker.connect(
+                        self.brk, name=self.inst.host_instance, prefetch_count=self.prefetch, start=start
+                    )
+                except BrokerUnavailable as exc:
+                    failures += 1
+                    await self._backoff(stop, failures, "broker.unavailable", exc)
+                    continue
+                opened = time.monotonic()
+                error = await self._serve(session, stop)
+                if stop.is_set():
+                    break
+                self.reconnects += 1
+                start = (session.node + 1) % len(self.brk.amqp_urls)
+                stable = time.monotonic() - opened >= self.brk.reconnect_max_s
+                failures = 1 if stable else failures + 1
+                if error is not None or not stable:
+                    await self._backoff(stop, failures, "broker.session_failed", error)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _backoff(self, stop: asyncio.Event, failures: int, event: str, exc: SendpipeError | None) -> None:
+        delay = min(self.brk.reconnect_max_s, self.brk.reconnect_initial_s * 2**failures)
+        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+        fields = {"error_code": exc.code, "error": exc.message} if exc is not None else {}
+        self.log.warning(event, retry_in_s=round(delay, 2), attempt=failures, **fields)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+    async def declare(self, session: Session) -> None:
+        config = self.runtime.config
+        ports = config.ports_of(self.host)
+        others = sorted(name for name in config.send_ports if name not in ports)
+        await session.declare(self.host, sorted(ports), [p.retry_interval_s for p in ports.values()], others)
+
+    async def _serve(self, session: Session, stop: asyncio.Event) -> SendpipeError | None:
+        """One session: declare, consume until stop or loss. Returns why it failed, if it did."""
+        failure: SendpipeError | None = None
+        try:
+            await self.declare(session)
+            await session.consume(topology.host_queue(self.host), lambda m: self._spawn(session, m))
+            self.session = session
+            self.log.info(
+                "consumer.started",
+                queue=topology.host_queue(self.host),
+                prefetch_count=self.prefetch,
+                broker=session.server,
+                node=session.node + 1,
+                in_flight_budget_bytes=self.budget.limit_bytes,
+            )
+            stopping = asyncio.create_task(stop.wait())
+            waiters: list[asyncio.Future[Any]] = [stopping, session.closed]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set() and not session.closed.done():
+                await self._drain(session)
+                return None
+            why = session.closed.result() if session.closed.done() else None
+            self.log.warning(
+                "broker.connection_lost",
+                in_flight=len(self._tasks),
+                node=session.node + 1,
+                reason=(why.message if isinstance(why, SendpipeError) else type(why).__name__ if why else None),
+            )
+        except BrokerUnavailable as exc:
+            failure = exc
+        finally:
+            self.session = None
+            # Deliveries of a dead channel are redelivered by the broker: abandon their tasks.
+            for task in list(self._tasks):
+                task.cancel()
+            await session.close()
+        return failure
+
+    @property
+    def consuming(self) -> bool:
+        """True while a consumer is attached on a live connection (the health signal)."""
+        return self.session is not None and self.session.alive
+
+    async def _drain(self, session: Session) -> None:
+        """SIGTERM: stop taking messages, let in-flight ones finish (bounded), requeue the rest."""
+        with contextlib.suppress(BrokerUnavailable):
+            await session.cancel()
+        in_flight = len(self._tasks)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.inst.drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        self.log.info("consumer.drained", in_flight=in_flight, stats=self.stats.totals())
+
+    async def _spawn(self, session: Session, inbound: Inbound) -> None:
+        # Return to aio-pika at once so deliveries overlap; prefetch bounds how many run together.
+        task = asyncio.create_task(self._handle(session, inbound))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def _handle(self, session: Session, inbound: Inbound) -> None:
+        port = routing.port_of(inbound.exchange, inbound.routing_key, inbound.headers)
+        attempt = routing.prior_attempts(inbound.exchange, inbound.headers) + 1
+        # Bound in this task's context: every line logged while the message is handled carries them.
+        with structlog.contextvars.bound_contextvars(message_id=inbound.message_id, send_port=port, attempt=attempt):
+            async with self.budget.hold(len(inbound.body)):
+                if inbound.message_id is None:
+                    await self._guarded(inbound, self._assign_id(session, inbound, port))
+                else:
+                    await self._guarded(
+                        inbound, self._handle_bound(session, inbound, inbound.message_id, port, attempt)
+                    )
+
+    async def _guarded(self, inbound: Inbound, work: Awaitable[None]) -> None:
+        """Whatever happens to the work, the delivery ends acked (by the work) or returned to the broker."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            # The session died or the drain deadline passed: give the message back without spending its
+            # delivery budget; the release must not be cut short, nor leave an unretrieved exception.
+            release = asyncio.ensure_future(inbound.release())
+            release.add_done_callback(_retrieve)
+            with contextlib.suppress(BrokerUnavailable, asyncio.CancelledError):
+                await asyncio.shield(release)
+            raise
+        except Exception as exc:
+            # Could not settle (connection gone, the suspend/retry publish failed, or a bug): leave
+            # the message to the broker, which redelivers it; never ack what is not safely elsewhere.
+            # A reject counts toward the quorum queue's delivery limit on every version, so a message
+            # that can never be settled ends suspended (delivery-limit-reached), not retried forever.
+            if isinstance(exc, SendpipeError):
+                self.log.warning(
+                    "message.unsettled",
+                    error_code=exc.code,
+                    error=exc.message[:300],
+                    delivery_count=inbound.delivery_count,
+                )
+            else:
+                self.log.exception("message.unsettled", error=type(exc).__name__, delivery_count=inbound.delivery_count)
+            await asyncio.sleep(UNSETTLED_PAUSE_S)
+            with contextlib.suppress(BrokerUnavailable):
+                await inbound.return_failed()
+
+    async def _assign_id(self, session: Session, inbound: Inbound, port: str) -> None:
+        """SPEC: a message without ``message_id`` gets one that is stable across its redeliveries. It is
+        republished (confirmed) with the id to the host queue, then acked; the copy is then processed
+        like any other message, and every attempt, retry and suspension of it carries the same id."""
+        message_id = f"sendpipe-{uuid.uuid4()}"
+        out = routing.with_assigned_id(inbound.body, inbound.headers, inbound.exchange, port, message_id, self.host)
+        await session.publish("", out, original=inbound, stage="receive")
+        await inbound.ack()
+        self.log.info("message.id_assigned", assigned_message_id=message_id, size_in=len(inbound.body))
+
+    async def _handle_bound(self, session: Session, inbound: Inbound, message_id: str, port: str, attempt: int) -> None:
+        started = time.perf_counter()
+        self.stats.started()
+        event: str | None = None
+        try:
+            outcome = await self._process(session, inbound, message_id, port)
+            outcome = await self._settle(session, inbound, outcome, port, attempt)
+            event = outcome.event
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            self.stats.finished(event, duration_ms)
+        fields: dict[str, Any] = {"size_in": len(inbound.body), "duration_ms": round(duration_ms, 2)}
+        if outcome.result is not None:
+            res = outcome.result
+            fields.update(
+                size_out=len(res.body),
+                signer_thumbprint=res.signer_thumbprint,
+                recipient_thumbprint=res.recipient_thumbprint,
+            )
+        err = outcome.error
+        if err is not None:
+            fields.update(error_code=err.code, error=err.message[:500], failed_stage=err.stage)
+        (self.log.info if err is None else self.log.warning)(outcome.event, **fields)
+
+    async def _process(self, session: Session, inbound: Inbound, message_id: str, port: str) -> Outcome:
+        runtime = self.runtime  # one snapshot for the whole message, even if a reload swaps it
+        try:
+            if inbound.delivery_count >= _SUSPEND_AT_DELIVERY_COUNT:
+                raise MessageError(
+                    f"delivered {inbound.delivery_count + 1} times without being settled (instances crashed "
+                    "or lost the broker while processing it); suspended before the queue's delivery limit "
+                    f"({topology.DELIVERY_LIMIT}) would dead-letter it without a reason",
+                    code=Code.DELIVERY_LIMIT_REACHED,
+                    stage="receive",
+                )
+            if broker.header_bytes(inbound.headers) > self.inst.max_header_bytes:
+                raise MessageError(
+                    f"the message's headers exceed SENDPIPE_MAX_HEADER_BYTES ({self.inst.max_header_bytes}) "
+                    "encoded; they could not be forwarded in one AMQP frame",
+                    code=Code.HEADERS_TOO_LARGE,
+                    stage="receive",
+                )
+            if len(inbound.body) > self.inst.max_message_bytes:
+                raise MessageError(
+                    f"message of {len(inbound.body)} bytes exceeds SENDPIPE_MAX_MESSAGE_BYTES "
+                    f"({self.inst.max_message_bytes})",
+                    code=Code.MESSAGE_TOO_LARGE,
+                    stage="receive",
+                )
+            pipeline = runtime.pipelines.get(port)
+            if pipeline is None:
+                raise MessageError(
+                    f"send port {port!r} is not configured for host {self.host!r}",
+                    code=Code.UNKNOWN_SEND_PORT,
+                    stage="receive",
+                )
+            message = Message(
+                body=inbound.body,
+                message_id=message_id,
+                send_port=port,
+                content_type=inbound.content_type or DEFAULT_CONTENT_TYPE,
+                correlation_id=inbound.correlation_id,
+                headers=inbound.headers,
+            )
+            if not pipeline.steps or len(message.body) <= self.inst.inline_max_bytes:
+                result = pipeline.run(message)  # cheaper than a hop to the pool (docs/performance.md)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self._pool, pipeline.run, message)
+            delivery_key = runtime.config.send_ports[port].delivery_key
+            await session.publish(topology.DELIVERY, routing.delivery(result, pipeline.name, delivery_key, self.me))
+            return Outcome("message.delivered", result=result)
+        except BrokerUnavailable:
+            raise  # the channel itself is gone: nothing to settle on, the broker redelivers
+        except SendpipeError as exc:
+            return Outcome("message.failed", error=exc)
+        except Exception as exc:  # a bug must suspend one message, not kill the instance
+            self.log.exception("message.internal_error", message_id=message_id)
+            return Outcome("message.failed", error=InternalError(f"internal error: {type(exc).__name__}"))
+
+    async def _settle(self, session: Session, inbound: Inbound, outcome: Outcome, port: str, attempt: int) -> Outcome:
+        """The one place a message is acked: after its delivery, retry or suspension is confirmed."""
+        err = outcome.error
+        if err is not None:
+            send_port = self.runtime.config.send_ports.get(port)
+            if err.transient and send_port is not None and attempt <= send_port.retry_count:
+                queue = topology.retry_queue(self.host, send_port.retry_interval_s)
+                out = routing.retry(inbound.body, inbound.headers, queue, port, attempt, err)
+                await session.publish("", out, original=inbound, stage="retry")
+                outcome = Outcome("message.retry_scheduled", error=err)
+            else:
+                if err.transient:
+                    err = RetriesExhausted(
+                        f"gave up after {attempt} attempts; last error: {err.message}",
+                        code=Code.RETRIES_EXHAUSTED,
+                        stage=err.stage,
+                    )
+                # Headers too large to forward are dropped from the suspended copy (only ours remain).
+                kept = {} if err.code == Code.HEADERS_TOO_LARGE else inbound.headers
+                out = routing.suspension(inbound.body, kept, err, port, attempt, self.me)
+                await session.publish(topology.SUSPENDED, out, original=inbound, stage="suspend")
+                outcome = Outcome("message.suspended", error=err)
+        await inbound.ack()
+        return outcome
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    # Mark a background settle's exception as seen: the session it ran on is gone, which is logged already.
+    if not task.cancelled():
+        task.exception()

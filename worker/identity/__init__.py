@@ -1,0 +1,1 @@
+"""Us and them as certificates: thumbprints, certificate rules, the store of one service account."""

@@ -1,0 +1,1 @@
+"""Operator work on top of a host: suspended messages, importing BizTalk bindings."""

@@ -1,0 +1,1 @@
+"""Send pipelines: the Stage protocol, the component catalogue, the encoder component, preflight and limits."""

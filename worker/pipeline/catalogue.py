@@ -1,0 +1,45 @@
+"""Components a pipeline may name in its config, and the assembly of a send port's pipeline from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from pydantic import BaseModel
+
+from worker.config import model
+from worker.config.model import STAGES, Config
+from worker.identity.store import CertificateStore
+from worker.pipeline.encoder import EncoderProperties, MimeSmimeEncoder
+from worker.pipeline.stage import ComponentType, Pipeline, Stage, StageContext
+
+
+def _encoder(props: BaseModel, ctx: StageContext) -> Stage:
+    return MimeSmimeEncoder(cast(EncoderProperties, props), ctx)
+
+
+def _encoder_encrypts(props: BaseModel) -> bool:
+    return cast(EncoderProperties, props).enable_encryption
+
+
+CATALOGUE: dict[str, ComponentType] = {
+    c.name: c for c in (ComponentType("mime_smime_encoder", "encode", EncoderProperties, _encoder, _encoder_encrypts),)
+}
+
+
+def load_config(path: Path) -> Config:
+    """The config file, its components validated against this catalogue."""
+    return model.load_config(path, CATALOGUE)
+
+
+def build_pipeline(config: Config, port_name: str, store: CertificateStore) -> Pipeline:
+    """The send port's pipeline, bound to one store snapshot (rebuilt when the store is reloaded)."""
+    port = config.send_ports[port_name]
+    spec = config.pipelines[port.pipeline]
+    ctx = StageContext(store, config.group.signing_thumbprint, port_name, port.encryption_thumbprint)
+    steps = tuple(
+        (stage, CATALOGUE[comp.component].build(comp.properties, ctx))
+        for stage in STAGES
+        for comp in spec.components(stage)
+    )
+    return Pipeline(port.pipeline, steps, spec.encrypts)

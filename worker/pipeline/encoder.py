@@ -1,0 +1,198 @@
+"""BizTalk's MIME/SMIME encoder: wrap the payload in MIME, sign (RFC 5751 §3.4), then encrypt (§3.3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import PydanticCustomError
+
+from worker.errors import CertificateError, Code
+from worker.identity.certs import normalize_thumbprint
+from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
+from worker.pipeline.stage import StageContext
+from worker.smime import mime
+from worker.smime.body import Body
+from worker.smime.cms import (
+    CIPHERS,
+    DIGESTS,
+    Recipient,
+    Signer,
+    enveloped_data,
+    issuer_and_serial,
+    signed_data,
+    still_valid,
+)
+
+# Refused at config load: broken or deprecated (RFC 5751 §2.7 drops 3DES/RC2 to SHOULD- and MUST NOT
+# for 40-bit RC2; RFC 8551 §2.7 makes AES-128-CBC the floor; SHA-1/MD5 signatures are broken).
+_LEGACY_CIPHERS = {"DES", "DES3", "3DES", "TRIPLEDES", "RC2", "RC2-40", "RC2-64", "RC2-128"}
+_LEGACY_DIGESTS = {"SHA1", "SHA-1", "MD5"}
+_P7M = 'application/pkcs7-mime; smime-type={}; name="smime.p7m"'
+_P7M_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7m"')
+
+
+class EncoderProperties(BaseModel):
+    """The component's properties, named after BizTalk's MIME/SMIME encoder (SPEC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signature_type: Literal["NoSign", "ClearSign", "BlobSign"] = "NoSign"
+    add_signing_cert_to_message: bool = True
+    enable_encryption: bool = False
+    encryption_algorithm: Literal["AES128", "AES256"] = "AES128"
+    signing_algorithm: Literal["SHA256", "SHA384", "SHA512"] = "SHA256"
+    content_transfer_encoding: Literal["base64", "binary", "quoted-printable"] = "base64"
+    check_revocation_list: bool = False
+    send_body_part_as_attachment: bool = False
+
+    @field_validator("encryption_algorithm", mode="before")
+    @classmethod
+    def _cipher(cls, value: object) -> object:
+        name = str(value).upper().replace("-", "").replace("_", "")
+        if name in {n.replace("-", "") for n in _LEGACY_CIPHERS}:
+            raise PydanticCustomError(
+                "algorithm_not_supported",
+                "{value} is refused: DES, 3DES and RC2 are broken or deprecated (RFC 5751 §2.7, RFC 8551); "
+                "use AES256 (or AES128)",
+                {"value": value},
+            )
+        if name == "AES192":
+            raise PydanticCustomError(
+                "algorithm_not_supported",
+                "AES192 is not available in this build (the cryptography library offers AES-128 and AES-256 "
+                "enveloping only); use AES256",
+            )
+        return name if name in CIPHERS else value
+
+    @field_validator("signing_algorithm", mode="before")
+    @classmethod
+    def _digest(cls, value: object) -> object:
+        name = str(value).upper().replace("-", "")
+        if name in {n.replace("-", "") for n in _LEGACY_DIGESTS}:
+            raise PydanticCustomError(
+                "algorithm_not_supported",
+                "{value} is refused: SHA-1 and MD5 signatures are forgeable (RFC 8551 §2.1); use SHA256 "
+                "(or SHA384, SHA512)",
+                {"value": value},
+            )
+        return name if name in DIGESTS else value
+
+
+class MimeSmimeEncoder:
+    """Encode stage component ``mime_smime_encoder``."""
+
+    name = "mime_smime_encoder"
+
+    def __init__(self, props: EncoderProperties, ctx: StageContext) -> None:
+        self.props = props
+        self.ctx = ctx
+        self._digest = DIGESTS[props.signing_algorithm]
+        self._cipher = CIPHERS[props.encryption_algorithm]
+        # Certificates and their DER pieces, looked up once per store snapshot (the pipeline is
+        # rebuilt when the store is reloaded); validity is still checked for every message.
+        self._signers: dict[str, Signer] = {}
+        self._recipients: dict[str, Recipient] = {}
+
+    def process(self, message: Message) -> Message:
+        headers, body = self._body_part(message)
+        signer = None
+        if self.props.signature_type != "NoSign":
+            identity = self._signer()
+            signer = identity.identity.thumbprint
+            with_cert = self.props.add_signing_cert_to_message
+            if self.props.signature_type == "BlobSign":
+                der = signed_data(identity, self._digest, body.entity(headers), with_cert=with_cert)
+                headers, body = _pkcs7_part("signed-data"), der.base64()
+            else:
+                headers, body = self._clear_signed(identity, body.entity(headers).materialize(), with_cert)
+        recipient = None
+        if self.props.enable_encryption:
+            target = self._recipient(message)
+            der = enveloped_data(target, self._cipher, body.entity(headers))
+            recipient = target.thumbprint
+            headers, body = _pkcs7_part("enveloped-data"), der.base64()
+        outer = [("MIME-Version", "1.0"), *headers]
+        return message.evolve(
+            body=body.entity(outer).materialize(),
+            entity_content_type=headers[0][1],
+            signer_thumbprint=signer,
+            recipient_thumbprint=recipient,
+        )
+
+    def _signer(self) -> Signer:
+        wanted = self.ctx.group_signing_thumbprint
+        cached = self._signers.get(wanted)
+        if cached is not None and not self.props.check_revocation_list and still_valid(cached):
+            return cached
+        identity = self.ctx.store.signing(wanted, check_crl=self.props.check_revocation_list)
+        cached = self._signers[wanted] = Signer.of(identity)
+        return cached
+
+    def _recipient(self, message: Message) -> Recipient:
+        wanted = message.header_str(H_ENCRYPTION_THUMBPRINT) or self.ctx.encryption_thumbprint
+        if wanted is None:
+            # Unreachable with a validated config; kept so a bad config can never send in clear.
+            raise CertificateError(
+                "no encryption certificate is configured for this send port", code=Code.ENCRYPTION_CERT_NOT_FOUND
+            )
+        thumbprint = normalize_thumbprint(wanted)
+        cached = self._recipients.get(thumbprint)
+        if cached is not None and not self.props.check_revocation_list and still_valid(cached):
+            return cached
+        found = self.ctx.store.recipient(thumbprint, check_crl=self.props.check_revocation_list)
+        key = found.cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise CertificateError(
+                f"encryption certificate {found.thumbprint} has a non-RSA key; only RSA key transport "
+                "is supported for enveloping",
+                code=Code.ALGORITHM_NOT_SUPPORTED,
+            )
+        cert = found.cert
+        cached = Recipient(
+            found.thumbprint, key, issuer_and_serial(cert), cert.not_valid_before_utc, cert.not_valid_after_utc
+        )
+        self._recipients[thumbprint] = cached
+        return cached
+
+    def _body_part(self, message: Message) -> tuple[list[tuple[str, str]], Body]:
+        cte = self.props.content_transfer_encoding
+        headers = [
+            ("Content-Type", mime.checked_content_type(message.content_type)),
+            ("Content-Transfer-Encoding", cte),
+        ]
+        if self.props.send_body_part_as_attachment:
+            headers.append(
+                ("Content-Disposition", mime.disposition(message.header_str(H_FILENAME) or message.message_id))
+            )
+        payload = message.body
+        if cte == "base64":
+            return headers, Body.of(payload).base64()
+        if cte == "binary":
+            return headers, Body.of(payload)
+        return headers, Body.of(mime.encode_body(payload, cte))
+
+    def _clear_signed(self, signer: Signer, signed: bytes, with_cert: bool) -> tuple[list[tuple[str, str]], Body]:
+        # RFC 5751 §3.4.3: multipart/signed, the first part signed exactly as it is framed here.
+        signature = signed_data(signer, self._digest, Body.of(signed), with_cert=with_cert, detached=True)
+        sig_part = mime.entity(
+            [
+                ("Content-Type", 'application/pkcs7-signature; name="smime.p7s"'),
+                ("Content-Transfer-Encoding", "base64"),
+                ("Content-Disposition", 'attachment; filename="smime.p7s"'),
+            ],
+            mime.b64_lines(signature.materialize()),
+        )
+        boundary = mime.boundary_for(signed)
+        content_type = (
+            f'multipart/signed; protocol="application/pkcs7-signature"; micalg={self._digest.micalg}; '
+            f'boundary="{boundary}"'
+        )
+        pieces = mime.multipart_chunks(boundary, [signed, sig_part], b"This is an S/MIME signed message\r\n")
+        return [("Content-Type", content_type)], Body.of(*pieces)
+
+
+def _pkcs7_part(smime_type: str) -> list[tuple[str, str]]:
+    # Always base64: OpenSSL's SMIME reader (and most AS2 peers) base64-decode pkcs7-mime bodies.
+    return [("Content-Type", _P7M.format(smime_type)), ("Content-Transfer-Encoding", "base64"), _P7M_DISPOSITION]

@@ -1,0 +1,69 @@
+"""The send pipeline: an ordered tuple of small stages, each ``process(message) -> message``, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from worker.errors import Code, ConfigError, SendpipeError
+from worker.identity.store import CertificateStore
+from worker.message import Message
+
+
+class Stage(Protocol):
+    """One pipeline component: pure and synchronous; raises a SendpipeError to fail the message."""
+
+    name: str
+
+    def process(self, message: Message) -> Message: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What a component may use: this account's store (in memory) and the port's certificates."""
+
+    store: CertificateStore
+    group_signing_thumbprint: str
+    send_port: str
+    encryption_thumbprint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentType:
+    """A registered component: where it may sit, its properties model, and how to build it."""
+
+    name: str
+    stage: str
+    properties: type[BaseModel]
+    build: Callable[[BaseModel, StageContext], Stage]
+    encrypts: Callable[[BaseModel], bool] = lambda _: False  # does it promise encryption? (fail closed)
+
+    def promises_encryption(self, properties: BaseModel) -> bool:
+        return self.encrypts(properties)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A send port's pipeline, built for one store snapshot; pure and synchronous (large messages run in a pool)."""
+
+    name: str
+    steps: tuple[tuple[str, Stage], ...]
+    encrypts: bool  # some component promised encryption: fail closed if nothing was encrypted
+
+    def run(self, message: Message) -> Message:
+        for stage_name, component in self.steps:
+            try:
+                message = component.process(message)
+            except SendpipeError as exc:
+                exc.stage = exc.stage or stage_name
+                raise
+        if self.encrypts and message.recipient_thumbprint is None:
+            raise ConfigError(
+                f"pipeline {self.name} asks for encryption but no stage encrypted the message",
+                code=Code.ENCRYPTION_NOT_APPLIED,
+                stage="encode",
+            )
+        return message

@@ -1,0 +1,1 @@
+"""The wire format: DER, CMS structures, base64 lines, MIME framing, bodies; knows neither pipelines nor the broker."""
