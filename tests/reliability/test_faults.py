@@ -14,6 +14,7 @@ import pytest
 from worker.broker import session as broker
 from worker.broker import topology
 from worker.broker.session import Inbound
+from worker.errors import BrokerUnavailable
 from worker.host.instance import HostInstance
 from worker.identity.store import CertificateStore
 from worker.pipeline.catalogue import load_config
@@ -49,19 +50,34 @@ async def test_fault_scenario(name: str, target: Broker, reliability_lab: Lab) -
 
 async def test_a_publish_on_a_channel_closed_by_the_broker_is_a_connection_failure(deployment: Any) -> None:
     """In process, deterministic: the race the broker-restart scenario hits now and then (a delivery
-    published at the moment the broker closes the channel) is not an outcome of the message."""
+    published at the moment the broker closes the channel) is not an outcome of the message: the seam
+    maps aiormq's error to BrokerUnavailable and the handler leaves the message to the broker."""
 
-    class ClosedChannel:
+    class ClosedExchange:
         async def publish(self, *_: object, **__: object) -> None:
             raise aiormq.exceptions.ChannelInvalidStateError('<Channel: "1"> closed')
 
+    class Channel:
+        is_closed = False
+
+        async def get_exchange(self, *_: object, **__: object) -> ClosedExchange:
+            return ClosedExchange()
+
+    class Conn:
+        is_closed = False
+
+        def __init__(self) -> None:
+            self.close_callbacks: set[Any] = set()
+
+    session = broker.Session(BrokerSettings(), cast(Any, Conn()))
+    session._publish = cast(Any, Channel())
     store = CertificateStore.open(deployment.store_root, "svc-b")  # the PEM account: no password
     runtime = Runtime.build(load_config(deployment.config), store, "SendHost")
     settings = InstanceSettings(host="SendHost", host_instance="unit", config=deployment.config)
     instance = HostInstance(settings, BrokerSettings(), runtime, "SendHost")
     inbound = Inbound(b"payload", topology.OUTBOUND, "Orders", "m-1", None, None, {}, False, _raw=cast(Any, None))
     try:
-        with pytest.raises(broker.CONNECTION_ERRORS):  # left to the broker to redeliver, not failed
-            await instance._process(cast(Any, ClosedChannel()), inbound, "m-1", "Orders")
+        with pytest.raises(BrokerUnavailable, match="ChannelInvalidStateError"):  # redelivered, not failed
+            await instance._process(session, inbound, "m-1", "Orders")
     finally:
         instance._pool.shutdown()
