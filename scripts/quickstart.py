@@ -111,8 +111,8 @@ def _check(
     want = expected.get(str(h.get("sendpipe-filename", "")))
     same = "identical to the sample" if want == result.payload else "payload as received"
     _say(
-        f"  verified {msg.message_id} [{h.get('sendpipe-send-port')} -> {msg.routing_key}] by "
-        f"{h.get('sendpipe-service-account')}: {' + '.join(result.layers)}, signer {result.signer_thumbprint}, "
+        f"  verified {msg.message_id} [{_text(h.get('sendpipe-send-port'))} -> {msg.routing_key}] by "
+        f"{_text(h.get('sendpipe-service-account'))}: {' + '.join(result.layers)}, signer {result.signer_thumbprint}, "
         f"{len(result.payload)} bytes {same} (openssl cms -decrypt/-verify OK)"
     )
     return 1
@@ -184,3 +184,8 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _text(value: object) -> str:
+    """A header value as text (AMQP long strings may arrive as bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

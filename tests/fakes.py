@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from aio_pika.abc import AbstractIncomingMessage
 
 from worker.broker import topology
 from worker.broker.acks import AckCoalescer
@@ -102,9 +104,11 @@ class FakeSession:
         self._tags += 1
         raw = RawDelivery(self._tags)
         self.acks.delivered(raw)
+        # RawDelivery is the part of aio-pika's IncomingMessage that the seam uses.
+        fake = cast(AbstractIncomingMessage, raw)
         inbound = Inbound(
-            body, topology.OUTBOUND, port, message_id, None, None, headers or {}, False, _raw=raw, _acks=self.acks
-        )  # type: ignore[arg-type]  # RawDelivery is the part of IncomingMessage the seam uses
+            body, topology.OUTBOUND, port, message_id, None, None, headers or {}, False, _raw=fake, _acks=self.acks
+        )
         return inbound, raw
 
     async def deliver(self, body: bytes, **kwargs: Any) -> RawDelivery:

@@ -77,7 +77,8 @@ def imp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
 
 
 def one(imp: Any, props: list[tuple[str, str, str]] | None, **kw: Any) -> Run:
-    return imp(bindings(send_port("P", data=encoder_data(props), **kw)))
+    run: Run = imp(bindings(send_port("P", data=encoder_data(props), **kw)))
+    return run
 
 
 def aes192_accepted() -> bool:
@@ -148,7 +149,7 @@ def test_legacy_ciphers_are_refused_with_aes256_suggested(imp: Any, alg: int, na
 def test_upgrade_ciphers_maps_legacy_to_aes256_with_a_warning(imp: Any, alg: int) -> None:
     run = imp(bindings(send_port("P", data=encoder_data(smime(alg=alg)))), "--upgrade-ciphers")
     assert run.code == 0
-    assert run.encoder("P")["encryption_algorithm"] == "AES256"  # type: ignore[index]
+    assert run.encoder("P")["encryption_algorithm"] == "AES256"
     assert any(n.startswith("WARNING") and "AES256" in n for n in run.port("P")["notes"])
 
 
@@ -569,7 +570,7 @@ def test_sample_with_upgraded_ciphers_maps_every_port(imp: Any) -> None:
     run = imp(sample(), "--upgrade-ciphers", "--host-map", "SecureSendHost=SendHost")
     assert run.code == 0 and run.report["not_mapped"] == 0
     assert run.config.send_ports["SP_Litware_Legacy"].host == "SendHost"
-    assert run.encoder("SP_Litware_Legacy")["encryption_algorithm"] == "AES256"  # type: ignore[index]
+    assert run.encoder("SP_Litware_Legacy")["encryption_algorithm"] == "AES256"
 
 
 # -- the sample with real test certificates: `sendpipe check` accepts it, `sendpipe encode` output opens -------

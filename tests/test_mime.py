@@ -38,5 +38,9 @@ def test_stream_is_independent_of_chunking(data: bytes, cuts: list[int]) -> None
 
 def test_stream_takes_bytearrays_and_views() -> None:
     data = os.urandom(2 * BLOCK + 5)
-    chunks = [bytearray(data[:100]), memoryview(data)[100 : BLOCK + 7], data[BLOCK + 7 :]]
+    chunks: list[bytes | bytearray | memoryview] = [
+        bytearray(data[:100]),
+        memoryview(data)[100 : BLOCK + 7],
+        data[BLOCK + 7 :],
+    ]
     assert b"".join(mime.b64_stream(chunks)) == reference(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.errors import DeliveryFailed, MessageError
+from worker.errors import Code, DeliveryFailed, MessageError
 from worker.host import routing
 from worker.message import Message
 
@@ -57,7 +57,7 @@ def test_delivery_headers_pass_the_inputs_own_and_set_ours() -> None:
 
 
 def test_retry_and_suspension_keep_the_original_body_and_say_why() -> None:
-    err = DeliveryFailed("no queue", code="delivery-unroutable", stage="deliver")
+    err = DeliveryFailed("no queue", code=Code.DELIVERY_UNROUTABLE, stage="deliver")
     retry = routing.retry(b"orig", {"k": "v"}, "sendpipe.retry.SendHost.300000ms", "Orders", 1, err)
     assert retry.body == b"orig" and retry.routing_key == "sendpipe.retry.SendHost.300000ms"
     assert retry.headers == {
@@ -66,7 +66,7 @@ def test_retry_and_suspension_keep_the_original_body_and_say_why() -> None:
         "sendpipe-send-port": "Orders",
         "sendpipe-last-error-code": "delivery-unroutable",
     }
-    bad = MessageError("too big", code="message-too-large", stage="receive")
+    bad = MessageError("too big", code=Code.MESSAGE_TOO_LARGE, stage="receive")
     susp = routing.suspension(b"orig", retry.headers, bad, "Orders", 2, ME)
     assert susp.body == b"orig" and susp.routing_key == "SendHost"
     h = susp.headers

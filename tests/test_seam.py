@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiormq.exceptions
 import pytest
 import structlog
@@ -65,7 +67,7 @@ def instance_factory(
 
 @pytest.fixture
 def no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app.random, "uniform", lambda _lo, hi: hi)
+    monkeypatch.setattr(random, "uniform", lambda _lo, hi: hi)
 
 
 async def _run_for(instance: HostInstance, seconds: float) -> None:
@@ -120,7 +122,7 @@ async def test_a_broker_closing_the_connection_while_channels_open_is_ours_and_r
         attempts.append(url)
         return _ForcedClose()
 
-    monkeypatch.setattr(broker.aio_pika, "connect", fake_connect)
+    monkeypatch.setattr(aio_pika, "connect", fake_connect)
     with pytest.raises(BrokerUnavailable, match="CONNECTION_FORCED"):
         await broker.connect(BrokerSettings(), name="unit")
     instance = instance_factory()

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
-from conftest import SENDPIPE, Client, Worker
+from brokerkit import SENDPIPE, Client, Worker
 from ruamel.yaml import YAML
 from smime_check import unwrap
 

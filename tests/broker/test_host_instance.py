@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-from conftest import STORE_PASSWORD, Client, Deployment
+from brokerkit import STORE_PASSWORD, Client, Deployment
 from smime_check import unwrap
 
 MARKER = b"PAYLOAD-MARKER-7f3a"  # must never appear in a log line
@@ -85,13 +85,13 @@ async def test_two_service_accounts_compete_on_the_host_queue(
     for i in range(40):
         await client.publish("Orders", b"order %d" % i, message_id=f"m{i}")
     got = await client.drain(capture.name, 40)
-    assert sorted(m.message_id for m in got) == sorted(f"m{i}" for i in range(40))
+    assert sorted(str(m.message_id) for m in got) == sorted(f"m{i}" for i in range(40))
     accounts = {m.headers["sendpipe-service-account"] for m in got}
     assert accounts == {"svc-a", "svc-b"}
     # Each account signs with the group certificate from its own store.
     for account in ("svc-a", "svc-b"):
         sample = next(m for m in got if m.headers["sendpipe-service-account"] == account)
-        _check_delivered(sample, deployment, tmp_path / account, b"order %d" % int(sample.message_id[1:]))
+        _check_delivered(sample, deployment, tmp_path / account, b"order %d" % int(str(sample.message_id)[1:]))
 
 
 def test_instance_without_the_group_cert_refuses_to_start(vhost: str, deployment: Deployment, workers: Any) -> None:
@@ -108,7 +108,7 @@ def test_instance_without_the_group_cert_refuses_to_start(vhost: str, deployment
 
 
 async def _suspended(client: Client, count: int) -> dict[str, Any]:
-    return {m.message_id: m for m in await client.drain("sendpipe.suspended.SendHost", count)}
+    return {str(m.message_id): m for m in await client.drain("sendpipe.suspended.SendHost", count)}
 
 
 async def test_permanent_errors_are_suspended_with_their_code(

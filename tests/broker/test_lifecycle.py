@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 import aio_pika
+from brokerkit import Client, Deployment
 from brokers import broker_of
-from conftest import Client, Deployment
 
 N = 1000  # enough that an instance is still busy when the fault lands (it does ~300-600/s here)
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from brokerkit import SENDPIPE, Client, Deployment
 from brokers import broker_of
-from conftest import SENDPIPE, Client, Deployment
 from pki import write_personal_pfx
 from smime_check import unwrap
 
@@ -71,16 +71,16 @@ async def test_resume_after_the_operator_fixed_the_store(
     resumed = sendpipe(env, "suspended", "resume", "--all")
     assert resumed.returncode == 0 and resumed.stdout.count("resumed") == 2
     got = await client.drain(capture.name, 2)
-    assert sorted(m.message_id for m in got) == ["s0", "s1"]
+    assert sorted(str(m.message_id) for m in got) == ["s0", "s1"]
     for m in got:
         result = unwrap(
             m.body,
-            tmp_path / m.message_id,
+            tmp_path / str(m.message_id),
             ca_pem=deployment.pki.ca_pem,
             recip_cert=deployment.partner_cert,
             recip_key=deployment.partner_key,
         )
-        assert result.payload == b"order %d" % int(m.message_id[1:])
+        assert result.payload == b"order %d" % int(str(m.message_id)[1:])
         assert "sendpipe-error-code" not in m.headers
     assert await client.count("sendpipe.suspended.SendHost") == 0
 

@@ -14,18 +14,18 @@ import subprocess
 from typing import Any
 
 import aio_pika
-from conftest import SENDPIPE, Client, Deployment
+from brokerkit import SENDPIPE, Client, Deployment
 
 # Exactly what worker/topology.py of 0.1.0 declared (quorum, reject-publish, at-least-once dead lettering).
-OLD_QUORUM = {"x-queue-type": "quorum", "x-overflow": "reject-publish"}
-OLD_HOST_QUEUE = {
+OLD_QUORUM: dict[str, Any] = {"x-queue-type": "quorum", "x-overflow": "reject-publish"}
+OLD_HOST_QUEUE: dict[str, Any] = {
     **OLD_QUORUM,
     "x-delivery-limit": 20,
     "x-dead-letter-exchange": "sendpipe.suspended",
     "x-dead-letter-routing-key": "SendHost",
     "x-dead-letter-strategy": "at-least-once",
 }
-OLD_RETRY_1S = {
+OLD_RETRY_1S: dict[str, Any] = {
     **OLD_QUORUM,
     "x-message-ttl": 1000,
     "x-dead-letter-exchange": "",
@@ -77,7 +77,7 @@ async def test_queues_declared_by_the_previous_release_keep_working(
     await client.publish("Orders", b"after the upgrade", message_id="new")
     worker.wait_for("message.delivered", 2, timeout_s=30)  # the new one and the old retry
     got = await client.drain(capture.name, 2)
-    assert sorted(m.message_id for m in got) == ["new", "old-r"]
+    assert sorted(str(m.message_id) for m in got) == ["new", "old-r"]
     assert not worker.events("broker.session_failed") and not worker.events("broker.connection_lost")
     listing = await asyncio.to_thread(
         subprocess.run, [SENDPIPE, "suspended", "list"], env=env, capture_output=True, text=True, timeout=60

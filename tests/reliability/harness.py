@@ -41,14 +41,14 @@ if __package__ in {None, ""}:  # `python tests/reliability/harness.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "tests.reliability"
 
+from brokers import BROKERS, OWNED_TWIN, Broker
+
 from . import lab
 from .lab import (
-    BROKERS,
     ENVELOPED,
     HOST_QUEUE,
     MARKER,
     SUSPENDED_QUEUE,
-    Broker,
     Instance,
     Lab,
     Publisher,
@@ -435,7 +435,7 @@ class Scenario:
 
     def node_for(self, broker: Broker) -> Broker:
         """The node this scenario really uses for ``broker``: itself, or our own twin of the same version."""
-        return lab.OWNED_TWIN[broker.name] if self.owned_only else broker
+        return OWNED_TWIN[broker.name] if self.owned_only else broker
 
 
 async def _two_instances(run: Run) -> None:

@@ -32,6 +32,7 @@ if str(TESTS) not in sys.path:  # run as a command: make the tests' helper modul
 import aio_pika  # noqa: E402
 import smime_check  # noqa: E402
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage  # noqa: E402
+from brokerkit import SENDPIPE, STORE_PASSWORD, Deployment, Worker  # noqa: E402
 from brokers import BROKERS, OWNED_TWIN, Broker, broker_of  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
@@ -39,6 +40,8 @@ from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_p
 
 
 def _broker_fixtures() -> ModuleType:
+    # The fixtures of tests/broker/conftest.py, for tests/reliability/conftest.py and the harness CLI: two
+    # modules named `conftest` cannot be imported side by side, so it is loaded by path under its own name.
     name = "sendpipe_broker_fixtures"
     module = sys.modules.get(name)
     if module is None:
@@ -53,10 +56,6 @@ def _broker_fixtures() -> ModuleType:
 
 broker_fixtures = _broker_fixtures()
 unwrap = smime_check.unwrap  # decrypt and verify with the openssl CLI, as a partner would
-Deployment: Any = broker_fixtures.Deployment  # stores of svc-a (PKCS#12), svc-b (PEM), svc-c and a config
-Worker: Any = broker_fixtures.Worker  # a real `sendpipe run` process writing JSON lines to a file
-STORE_PASSWORD: str = broker_fixtures.STORE_PASSWORD
-SENDPIPE: str = broker_fixtures.SENDPIPE
 
 HOST = "SendHost"
 PORT = "Reliability"  # a send port with a generous retry policy, for the fault runs

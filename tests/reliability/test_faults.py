@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import aiormq.exceptions
 import pytest
+from brokers import Broker
 
 from worker.broker import session as broker
 from worker.broker import topology
@@ -22,7 +23,7 @@ from worker.pipeline.runtime import Runtime
 from worker.settings import BrokerSettings, InstanceSettings
 
 from . import harness
-from .lab import Broker, Lab
+from .lab import Lab
 
 PROFILE = harness.LONG if os.environ.get("SENDPIPE_RELIABILITY") == "long" else harness.SHORT
 

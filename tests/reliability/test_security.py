@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from brokerkit import SENDPIPE, STORE_PASSWORD
+from brokers import Broker
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -39,10 +41,7 @@ from worker.pipeline.stage import Pipeline
 from .lab import (
     HOST_QUEUE,
     MARKER,
-    SENDPIPE,
-    STORE_PASSWORD,
     SUSPENDED_QUEUE,
-    Broker,
     Instance,
     Lab,
     Needles,
