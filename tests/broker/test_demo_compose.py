@@ -118,7 +118,6 @@ def test_dockerfile_promises() -> None:
     env = _image_env()
     assert env["SENDPIPE_HEALTH_FILE"] == "/tmp/sendpipe.health"
     assert env["MALLOC_ARENA_MAX"] == "2"
-    assert "MALLOC_ARENA_MAX" in DOCKERFILE.read_text()  # and it is explained in a comment
     ignored = (REPO / ".dockerignore").read_text().split()
     for pattern in (".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache", "demo", "**/*.pfx", "**/*.key"):
         assert pattern in ignored, pattern
@@ -128,7 +127,6 @@ def test_dockerfile_promises() -> None:
 def test_compose_structure_promises() -> None:
     compose = _compose()
     services = compose["services"]
-    assert "--scale sendhost-a=3" in COMPOSE.read_text().split("\nname:")[0]  # documented at the top
 
     rabbit = services["rabbitmq"]
     assert rabbit["image"] == "rabbitmq:4-management"
