@@ -11,19 +11,22 @@ from worker.config import model
 from worker.config.model import STAGES, Config
 from worker.identity.store import CertificateStore
 from worker.pipeline.encoder import EncoderProperties, MimeSmimeEncoder
-from worker.pipeline.stage import ComponentType, Pipeline, Stage, StageContext
+from worker.pipeline.stage import ComponentType, Needs, Pipeline, Stage, StageContext
 
 
 def _encoder(props: BaseModel, ctx: StageContext) -> Stage:
     return MimeSmimeEncoder(cast(EncoderProperties, props), ctx)
 
 
-def _encoder_encrypts(props: BaseModel) -> bool:
-    return cast(EncoderProperties, props).enable_encryption
+def _encoder_needs(props: BaseModel) -> Needs:
+    p = cast(EncoderProperties, props)
+    return Needs(
+        signing=p.signature_type != "NoSign", encryption=p.enable_encryption, check_crl=p.check_revocation_list
+    )
 
 
 CATALOGUE: dict[str, ComponentType] = {
-    c.name: c for c in (ComponentType("mime_smime_encoder", "encode", EncoderProperties, _encoder, _encoder_encrypts),)
+    c.name: c for c in (ComponentType("mime_smime_encoder", "encode", EncoderProperties, _encoder, _encoder_needs),)
 }
 
 
@@ -43,3 +46,13 @@ def build_pipeline(config: Config, port_name: str, store: CertificateStore) -> P
         for comp in spec.components(stage)
     )
     return Pipeline(port.pipeline, steps, spec.encrypts)
+
+
+def needs_of(config: Config, port_name: str) -> Needs:
+    """What the send port's pipeline needs of the store, from what each of its components declares."""
+    spec = config.pipelines[config.send_ports[port_name].pipeline]
+    needs = Needs()
+    for stage in STAGES:
+        for comp in spec.components(stage):
+            needs = needs | CATALOGUE[comp.component].needs(comp.properties)
+    return needs

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from worker.config.model import Config
 from worker.errors import Code, SendpipeError
 from worker.identity.store import CertificateStore
-from worker.pipeline.encoder import EncoderProperties
+from worker.pipeline.catalogue import needs_of
 
 Level = Literal["ok", "warning", "error"]
 
@@ -41,11 +41,10 @@ def preflight(
     """
     at = now or dt.datetime.now(dt.UTC)
     ports = config.ports_of(host)
-    encoders = {name: _encoder(config, name) for name in ports}
-    signs = any(e is not None and e.signature_type != "NoSign" for e in encoders.values())
+    needs = {name: needs_of(config, name) for name in ports}
     findings = []
-    if signs:
-        crl = any(e is not None and e.check_revocation_list for e in encoders.values())
+    if any(n.signing for n in needs.values()):
+        crl = any(n.signing and n.check_crl for n in needs.values())
         findings.append(
             _look(
                 partial(_signing_expiry, store, config.group.signing_thumbprint, crl, at),
@@ -58,10 +57,10 @@ def preflight(
             )
         )
     for name, port in sorted(ports.items()):
-        enc = encoders[name]
-        if enc is None or not enc.enable_encryption or port.encryption_thumbprint is None:
+        need = needs[name]
+        if not need.encryption or port.encryption_thumbprint is None:
             continue
-        thumbprint, crl = port.encryption_thumbprint, enc.check_revocation_list
+        thumbprint, crl = port.encryption_thumbprint, need.check_crl
         findings.append(
             _look(
                 partial(_recipient_expiry, store, thumbprint, crl, at),
@@ -82,11 +81,6 @@ def _signing_expiry(store: CertificateStore, thumbprint: str, crl: bool, at: dt.
 
 def _recipient_expiry(store: CertificateStore, thumbprint: str, crl: bool, at: dt.datetime) -> dt.datetime:
     return store.recipient(thumbprint, check_crl=crl, now=at).cert.not_valid_after_utc
-
-
-def _encoder(config: Config, port: str) -> EncoderProperties | None:
-    spec = config.pipelines[config.send_ports[port].pipeline]
-    return next((c.properties for c in spec.encode if isinstance(c.properties, EncoderProperties)), None)
 
 
 def _look(

@@ -32,6 +32,20 @@ class StageContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Needs:
+    """The certificates a component needs for its properties: preflight checks them before any message."""
+
+    signing: bool = False
+    encryption: bool = False
+    check_crl: bool = False
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(
+            self.signing or other.signing, self.encryption or other.encryption, self.check_crl or other.check_crl
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ComponentType:
     """A registered component: where it may sit, its properties model, and how to build it."""
 
@@ -39,10 +53,11 @@ class ComponentType:
     stage: str
     properties: type[BaseModel]
     build: Callable[[BaseModel, StageContext], Stage]
-    encrypts: Callable[[BaseModel], bool] = lambda _: False  # does it promise encryption? (fail closed)
+    needs: Callable[[BaseModel], Needs] = lambda _: Needs()
 
     def promises_encryption(self, properties: BaseModel) -> bool:
-        return self.encrypts(properties)
+        """A component that needs an encryption certificate promises encryption: the pipeline fails closed."""
+        return self.needs(properties).encryption
 
 
 @dataclass(frozen=True, slots=True)
