@@ -780,6 +780,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         rows = asyncio.run(run_all(todo, profile, args.seed, workdir))
+        if args.long and not args.scenario:  # + the cluster rows, stop and kill (tests/reliability/cluster.py)
+            from . import cluster  # noqa: PLC0415 - cluster imports this module
+
+            rows += asyncio.run(cluster.run_all(list(cluster.FAULTS), cluster.LONG, args.seed, workdir / "cluster"))
     finally:
         lab.ensure_all_brokers_running(brokers)
         if args.keep is None:
