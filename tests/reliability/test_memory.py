@@ -44,7 +44,8 @@ from . import lab
 from .lab import ENVELOPED, Instance, Lab
 
 # isort: split
-from brokers import BROKERS, Broker  # tests/ is on sys.path once lab is imported
+from brokerkit import SENDPIPE, Worker  # tests/ is on sys.path once lab is imported
+from brokers import BROKERS, Broker
 
 MIB = 1 << 20
 LIMIT_BYTES = 600 * MIB
@@ -132,7 +133,7 @@ class MemoryCgroup:
                 time.sleep(0.2)
 
 
-class CgroupWorker(lab.Worker):  # type: ignore[misc]
+class CgroupWorker(Worker):
     """``sendpipe run`` started inside ``cgroup``: a shell writes its own pid to ``cgroup.procs``, then execs."""
 
     def __init__(self, env: dict[str, str], log_path: Path, cgroup: MemoryCgroup) -> None:
@@ -143,7 +144,7 @@ class CgroupWorker(lab.Worker):  # type: ignore[misc]
         procs = self.cgroup.path / "cgroup.procs"
         out = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", 'echo $$ > "$1" && exec "$2" run', "sh", str(procs), lab.SENDPIPE],
+            ["/bin/sh", "-c", 'echo $$ > "$1" && exec "$2" run', "sh", str(procs), SENDPIPE],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
