@@ -11,6 +11,7 @@ from typing import Any
 
 import aio_pika
 import aiormq.exceptions
+import pamqp.commands
 import pytest
 import structlog
 from fakes import Behaviour, FakeBroker, unavailable
@@ -20,7 +21,8 @@ from worker.broker import session as broker
 from worker.broker.acks import AckCoalescer
 from worker.errors import BrokerUnavailable, DeliveryFailed
 from worker.host import instance as app
-from worker.host.instance import HostInstance
+from worker.host.instance import HostInstance, derived_prefetch
+from worker.message import Outbound
 from worker.pipeline.catalogue import load_config
 from worker.pipeline.runtime import Runtime
 from worker.settings import BrokerSettings, InstanceSettings
@@ -265,3 +267,62 @@ async def _until(condition: Callable[[], Any], timeout_s: float = 5) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+# -- RabbitMQ 3.10: a channel nacked during a leader election keeps nacking (tests/reliability/cluster.py) ----
+
+
+class _Exchange:
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+
+    async def publish(self, *_: Any, **__: Any) -> None:
+        self.channel.published += 1
+        if self.channel.nacks:
+            raise aiormq.exceptions.DeliveryError(None, pamqp.commands.Basic.Nack(delivery_tag=1))
+
+
+class _Channel:
+    def __init__(self, nacks: bool) -> None:
+        self.nacks, self.published, self.is_closed = nacks, 0, False
+        self.close_callbacks: set[Any] = set()
+
+    async def get_exchange(self, *_: Any, **__: Any) -> _Exchange:
+        return _Exchange(self)
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+
+class _Conn:
+    is_closed = False
+
+    def __init__(self) -> None:
+        self.close_callbacks: set[Any] = set()
+        self.opened: list[_Channel] = []
+
+    async def channel(self, **_: Any) -> _Channel:
+        self.opened.append(_Channel(nacks=False))
+        return self.opened[-1]
+
+
+async def test_after_a_nack_the_next_publish_goes_out_on_a_fresh_channel() -> None:
+    conn = _Conn()
+    session = broker.Session(BrokerSettings(publish_timeout_s=0.01), conn)  # type: ignore[arg-type]
+    stuck = _Channel(nacks=True)
+    stuck.close_callbacks.add(session._on_close)
+    session._publish = stuck  # type: ignore[assignment]
+    with pytest.raises(DeliveryFailed, match="nack"):
+        await session.publish("sendpipe.delivery", Outbound(b"x", "k"))
+    await session.publish("sendpipe.delivery", Outbound(b"y", "k"))  # no nack: a new channel took it
+    assert stuck.published == 1 and len(conn.opened) == 1 and conn.opened[0].published == 1
+    assert session.alive  # retiring the old channel does not end the session
+    await asyncio.sleep(0.05)
+    assert stuck.is_closed and session.alive
+
+
+def test_the_derived_prefetch_keeps_the_largest_inputs_under_a_quarter_of_memory() -> None:
+    mib = 1 << 20
+    assert derived_prefetch(2, 24 << 30, 16 * mib) == 16  # 8 per thread, memory is no limit
+    assert derived_prefetch(2, 600 * mib, 16 * mib) == 9  # a 600 MiB container: 9 x 16 MiB <= 150 MiB
+    assert derived_prefetch(8, 100 * mib, 64 * mib) == 1  # never below one

@@ -60,7 +60,10 @@ def mapped(operation: str) -> Iterator[None]:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or repr(exc)
+    try:
+        text = str(exc) or repr(exc)
+    except Exception:  # some aiormq errors format their frame, which may be missing
+        text = "(no detail)"
     return f"{type(exc).__name__}: {text}"[:300]
 
 
@@ -130,6 +133,8 @@ class Session:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._acks = AckCoalescer()  # of the consuming channel, which lives as long as this session
+        self._renew_publish = False  # set by a nack: the next publish goes out on a fresh channel
+        self._retired: set[asyncio.Task[None]] = set()
 
     def _on_close(self, _: object, exc: BaseException | None = None) -> None:
         if not self.closed.done():
@@ -226,6 +231,9 @@ class Session:
                 code=Code.MESSAGE_TOO_LARGE,
                 stage=stage,
             )
+        if self._renew_publish:
+            self._renew_publish = False
+            await self._renew_publish_channel()
         ch = self._channel(self._publish)
         props = _properties_of(original) if original is not None else {}
         props.update(headers=_encodable(message.headers), delivery_mode=DeliveryMode.PERSISTENT)
@@ -256,6 +264,7 @@ class Session:
                     stage=stage,
                 ) from cause
             if isinstance(cause, aio_pika.exceptions.DeliveryError):
+                self._renew_publish = True
                 raise DeliveryFailed(f"the broker refused the message on {exchange!r} (nack)", stage=stage) from cause
             if isinstance(cause, TimeoutError):
                 raise DeliveryFailed(
@@ -264,6 +273,28 @@ class Session:
                     stage=stage,
                 ) from cause
             raise
+
+    async def _renew_publish_channel(self) -> None:
+        """RabbitMQ 3.10 nacks every later publish of a channel whose first publish to a quorum queue met
+        that queue's leader election, for as long as the channel lives (seen in the cluster scenario,
+        docs/reliability.md); a new channel works at once. So after a nack, publishes go out on a fresh
+        channel; the old one is closed once its pending confirms have had ``publish_timeout_s``."""
+        old = self._publish
+        with mapped("channel.open"):
+            fresh = await self.conn.channel(publisher_confirms=True, on_return_raises=True)
+        fresh.close_callbacks.add(self._on_close)
+        self._publish, self._exchanges = fresh, {}
+        if old is not None:
+            old.close_callbacks.discard(self._on_close)  # its closing is ours, not the session's end
+            task = asyncio.ensure_future(self._retire(old))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    async def _retire(self, channel: AbstractChannel) -> None:
+        await asyncio.sleep(self.settings.publish_timeout_s)
+        with contextlib.suppress(BrokerUnavailable), mapped("channel.close"):
+            if not channel.is_closed:
+                await channel.close()
 
     async def count(self, queue_name: str) -> int:
         """Messages ready in a queue (passive declare: never creates it)."""
@@ -279,6 +310,8 @@ class Session:
         return None if raw is None else _inbound(raw)
 
     async def close(self) -> None:
+        for task in self._retired:
+            task.cancel()
         with contextlib.suppress(BrokerUnavailable), mapped("connection.close"):
             if not self.conn.is_closed:
                 await self.conn.close()

@@ -23,7 +23,7 @@ from worker.host.budget import ByteBudget
 from worker.host.stats import Stats
 from worker.message import DEFAULT_CONTENT_TYPE, Message
 from worker.pipeline.runtime import Runtime
-from worker.settings import BrokerSettings, InstanceSettings
+from worker.settings import BrokerSettings, InstanceSettings, memory_limit_bytes
 
 # A quorum queue dead-letters a message after this many failed deliveries (the broker's limit): we
 # suspend it ourselves one delivery earlier, so it carries a code and a reason (SPEC "Suspended").
@@ -48,7 +48,9 @@ class HostInstance:
         self.runtime = runtime
         self.host = host
         self.me = routing.Identity(host, inst.host_instance, runtime.store.account)
-        self.prefetch = brk.prefetch_count or inst.threads * 8
+        self.prefetch = brk.prefetch_count or derived_prefetch(
+            inst.threads, memory_limit_bytes(), min(inst.max_message_bytes, brk.broker_max_message_bytes)
+        )
         self.stats = Stats()
         self.log = structlog.get_logger("sendpipe").bind(
             host=host, host_instance=inst.host_instance, service_account=self.me.service_account
@@ -334,3 +336,11 @@ def _retrieve(task: asyncio.Future[None]) -> None:
     # Mark a background settle's exception as seen: the session it ran on is gone, which is logged already.
     if not task.cancelled():
         task.exception()
+
+
+def derived_prefetch(threads: int, memory_limit: int, largest_input: int) -> int:
+    """Deliveries held unacked at once, by default: 8 per worker thread (throughput), but never so many that
+    that many of the largest inputs would fill more than a quarter of the memory limit. The byte budget
+    bounds what is being encoded; this bounds what the broker has already handed over and is waiting."""
+    by_memory = memory_limit // 4 // max(largest_input, 1)
+    return max(1, min(threads * 8, by_memory))
