@@ -43,6 +43,21 @@ def split_urls(value: str) -> list[str]:
     return urls
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``SENDPIPE_METRICS_LISTEN``: ``HOST:PORT`` (``[v6]:PORT`` too) as (host, port); ValueError with the reason."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9464, or 127.0.0.1:9464 for local probes only)")
+    return host, int(port)
+
+
+def probe_address(listen: str) -> tuple[str, int]:
+    """Where `sendpipe health` connects for a listener on ``listen``: a wildcard address is reached locally."""
+    host, port = parse_listen(listen)
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port  # noqa: S104 - mapped away from it
+
+
 def _config() -> SettingsConfigDict:
     # Secrets are files named like the variable in lower case (Docker secrets); pydantic-settings
     # warns about a missing directory, so only point at it when it exists.
@@ -119,8 +134,19 @@ class InstanceSettings(BaseSettings):
     stats_interval_s: float = Field(default=60.0, gt=0)
     health_file: Path | None = None  # heartbeat file written while consuming; `sendpipe health` reads it
     health_max_age_s: float = Field(default=30.0, gt=0)
+    # HOST:PORT of the HTTP listener for /metrics, /livez, /readyz (SPEC "Metrics"); none: off, and
+    # `sendpipe health` falls back to the heartbeat file.
+    metrics_listen: str | None = None
+    health_timeout_s: float = Field(default=4.0, gt=0)  # `sendpipe health`: how long to wait for the listener
     # Payload bytes being processed at once (0: derived from the memory limit, see in_flight_budget).
     max_in_flight_bytes: int = Field(default=0, ge=0)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
 
     @property
     def threads(self) -> int:

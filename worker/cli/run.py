@@ -13,6 +13,7 @@ import structlog
 from worker import logs, settings
 from worker.cli import bootstrap
 from worker.errors import SendpipeError
+from worker.host import metrics
 from worker.host.instance import HostInstance
 from worker.host.supervisor import Supervisor
 from worker.pipeline.preflight import log_findings, preflight
@@ -60,14 +61,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     # tail of the latency bench (docs/performance.md; https://docs.python.org/3/library/gc.html#gc.freeze).
     gc.collect()
     gc.freeze()
-    asyncio.run(_serve(instance, Supervisor(instance, inst, store_settings)))
+    try:
+        asyncio.run(_serve(instance, Supervisor(instance, inst, store_settings), inst.metrics_listen))
+    except SendpipeError as exc:  # the metrics listener could not bind
+        log.error("instance.refused", error_code=exc.code, error=exc.message)
+        return 1
     log.info("instance.stopped", stats=instance.stats.totals())
     return 0
 
 
-async def _serve(instance: HostInstance, supervisor: Supervisor) -> None:
+async def _serve(instance: HostInstance, supervisor: Supervisor, metrics_listen: str | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await asyncio.gather(instance.run(stop), supervisor.run(stop))
+    # The listener first: a port that cannot be bound refuses the start before anything is consumed.
+    server = await metrics.start(instance, metrics_listen) if metrics_listen else None
+    try:
+        await asyncio.gather(instance.run(stop), supervisor.run(stop))
+    finally:
+        if server is not None:
+            server.close()

@@ -231,13 +231,14 @@ class HostInstance:
         started = time.perf_counter()
         self.stats.started()
         event: str | None = None
+        code: str | None = None
         try:
             outcome = await self._process(session, inbound, message_id, port)
             outcome = await self._settle(session, inbound, outcome, port, attempt)
-            event = outcome.event
+            event, code = outcome.event, (outcome.error.code if outcome.error else None)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
-            self.stats.finished(event, duration_ms)
+            self.stats.finished(event, duration_ms, send_port=port, error_code=code)
         fields: dict[str, Any] = {"size_in": len(inbound.body), "duration_ms": round(duration_ms, 2)}
         if outcome.result is not None:
             res = outcome.result
