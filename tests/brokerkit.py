@@ -141,9 +141,15 @@ class Worker:
         if not self.log_path.exists():
             return []
         out = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.strip():
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
                 out.append(json.loads(line))  # every line must be JSON: a test in itself
+            except json.JSONDecodeError:
+                rest = "\n".join(text.splitlines()[number : number + 60])
+                raise AssertionError(f"{self.log_path}: line {number + 1} is not JSON:\n{rest}") from None
         return out
 
     def events(self, name: str) -> list[dict[str, Any]]:

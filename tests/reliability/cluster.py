@@ -38,7 +38,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 if __package__ in {None, ""}:  # `python tests/reliability/cluster.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -48,7 +47,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 
 from . import harness, lab
-from .lab import HOST_QUEUE, SUSPENDED_QUEUE, Instance, Lab, Publisher, event_time
+from .lab import HOST_QUEUE, Instance, Lab, Publisher, event_time
 
 # isort: split
 from brokers import Broker  # tests/ is on sys.path once lab is imported
@@ -482,13 +481,11 @@ FAULTS = ("stop", "kill")
 
 @dataclass
 class FailoverPublisher(Publisher):
-    """``lab.Publisher`` whose connection moves on to the next node of ``urls`` when it is lost
-    (the loop is ``Publisher.run``'s, with the connect step replaced)."""
+    """``lab.Publisher`` whose connection moves on to the next node of ``urls`` when it is lost."""
 
     urls: list[str] = field(default_factory=list)
     nodes_used: list[int] = field(default_factory=list)  # 1-based positions in urls, per connection
     refused_at: list[float] = field(default_factory=list)  # epoch s of every nack / cut-off publish
-    channel_reopens: int = 0
     _next: int = 0
 
     async def _connect(self, timeout_s: float = 90) -> AbstractConnection:
@@ -506,64 +503,11 @@ class FailoverPublisher(Publisher):
             self.nodes_used.append(position + 1)
             return conn
 
-    async def run(self) -> None:
-        conn: AbstractConnection | None = None
-        channel: Any = None
-        exchange: Any = None
-        started = time.monotonic()
-        try:
-            for i, mid in enumerate(self.ids()):
-                delay = started + i / self.rate - time.monotonic()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), delay)
-                if self.stop.is_set():
-                    break
-                while conn is None or conn.is_closed or exchange is None:
-                    if conn is None or conn.is_closed:
-                        if conn is not None:
-                            self.reconnects += 1
-                            self._next += 1  # like the worker: after a loss, the next node first
-                        conn = await self._connect()
-                    try:
-                        channel = await conn.channel(publisher_confirms=True)
-                        exchange = await channel.get_exchange("sendpipe.outbound", ensure=False)
-                    except (TimeoutError, OSError, aio_pika.exceptions.AMQPException, RuntimeError):
-                        exchange = None
-                        with contextlib.suppress(Exception):
-                            await conn.close()
-                message = aio_pika.Message(
-                    lab.payload_for(mid),
-                    message_id=mid,
-                    correlation_id=f"corr-{mid}",
-                    content_type="application/edi-x12",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers={"x-harness": self.prefix},
-                )
-                try:
-                    await exchange.publish(message, routing_key=self.port, mandatory=True, timeout=10)
-                except aio_pika.exceptions.PublishError:
-                    self.returned.add(mid)
-                except aio_pika.exceptions.DeliveryError:
-                    self.nacked.add(mid)
-                    self.refused_at.append(time.time())
-                    # RabbitMQ 3.10: a channel whose first publish to a quorum queue falls into the queue's
-                    # leader election nacks every later publish to it (docs/reliability.md): a new channel.
-                    self.channel_reopens += 1
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-                    exchange = None
-                except (TimeoutError, OSError, aio_pika.exceptions.AMQPException, RuntimeError):
-                    self.uncertain.add(mid)
-                    self.refused_at.append(time.time())
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                else:
-                    self.confirmed.append(mid)
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+    def _lost(self) -> None:
+        self._next += 1  # like the worker: after a loss, the next node first
+
+    def _refused(self) -> None:
+        self.refused_at.append(time.time())
 
 
 class ClusterRun(harness.Run):
@@ -624,42 +568,9 @@ class ClusterRun(harness.Run):
         finally:
             await conn.close()
 
-    async def settle(self) -> None:
-        """``Run.settle`` with the cluster's queue listing (``lab.queue_totals`` knows the test brokers only)."""
-        await self.publishing_done()
-        deadline = time.monotonic() + self.profile.settle_timeout_s
-        conn = await lab.connect(self.url)
-        quiet_since: float | None = None
-        try:
-            ch = await conn.channel()
-            while True:
-                new = await lab.drain_queue(ch, harness.CAPTURE_QUEUE, self.delivered)
-                new += await lab.drain_queue(ch, SUSPENDED_QUEUE, self.suspended)
-                seen = {m.message_id for m in self.delivered} | {m.message_id for m in self.suspended}
-                missing = [m for m in self.publisher.confirmed if m not in seen]
-                busy = await lab.ready_count(ch, HOST_QUEUE)
-                if new or missing or busy:
-                    quiet_since = None
-                elif quiet_since is None:
-                    quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since > 0.6:
-                    totals = await asyncio.to_thread(self.cluster.queue_totals, self.vhost)
-                    left = {
-                        q: n for q, (n, _) in totals.items() if q not in {harness.CAPTURE_QUEUE, SUSPENDED_QUEUE} and n
-                    }
-                    if not left:
-                        return
-                    quiet_since = None
-                if time.monotonic() > deadline:
-                    left_q = await asyncio.to_thread(self.cluster.queue_totals, self.vhost)
-                    self.figures.problems.append(
-                        f"not settled within {self.profile.settle_timeout_s:.0f}s: {len(missing)} missing "
-                        f"(e.g. {missing[:3]}), queues {left_q}"
-                    )
-                    return
-                await asyncio.sleep(0.2)
-        finally:
-            await conn.close()
+    def queue_totals(self) -> dict[str, tuple[int, int]]:
+        """The cluster's queue listing (``lab.queue_totals`` finds a test broker by port, not a cluster node)."""
+        return self.cluster.queue_totals(self.vhost)
 
 
 async def _recovery(run: ClusterRun, slot: str, inst: Instance, lost: Node, t_fault: float) -> None:

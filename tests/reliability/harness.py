@@ -275,13 +275,13 @@ class Run:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > 0.6:
                     # Looks done: ask the broker for the unacked count as well (rabbitmqctl is slow).
-                    totals = await asyncio.to_thread(lab.queue_totals, self.url)
+                    totals = await asyncio.to_thread(self.queue_totals)
                     left = {q: n for q, (n, _) in totals.items() if q not in {CAPTURE_QUEUE, SUSPENDED_QUEUE} and n}
                     if not left:
                         return
                     quiet_since = None
                 if time.monotonic() > deadline:
-                    left_q = await asyncio.to_thread(lab.queue_totals, self.url)
+                    left_q = await asyncio.to_thread(self.queue_totals)
                     self.figures.problems.append(
                         f"not settled within {self.profile.settle_timeout_s:.0f}s: {len(missing)} missing "
                         f"(e.g. {missing[:3]}), queues {left_q}"
@@ -290,6 +290,10 @@ class Run:
                 await asyncio.sleep(0.2)
         finally:
             await conn.close()
+
+    def queue_totals(self) -> dict[str, tuple[int, int]]:
+        """Every queue of the run's vhost: (ready + unacked, unacked), asked of its broker's rabbitmqctl."""
+        return lab.queue_totals(self.url)
 
     def _resume_all(self) -> int:
         inst = next(iter(self.running.values()))

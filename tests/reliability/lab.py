@@ -462,13 +462,25 @@ class Publisher:
     returned: set[str] = field(default_factory=set)
     nacked: set[str] = field(default_factory=set)
     reconnects: int = 0
+    channel_reopens: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: publish no more
 
     def ids(self) -> list[str]:
         return [f"{self.prefix}-{i:06d}" for i in range(self.count)]
 
+    async def _connect(self) -> AbstractConnection:
+        """A new connection (the cluster scenario's publisher moves on to the next node here)."""
+        return await connect(self.url)
+
+    def _lost(self) -> None:
+        """The connection was lost (hook: the failover publisher tries the next node first)."""
+
+    def _refused(self) -> None:
+        """A publish was nacked or cut off (hook: the cluster scenario records when)."""
+
     async def run(self) -> None:
         conn: AbstractConnection | None = None
+        channel: Any = None
         exchange: Any = None
         started = time.monotonic()
         try:
@@ -479,12 +491,19 @@ class Publisher:
                         await asyncio.wait_for(self.stop.wait(), delay)
                 if self.stop.is_set():
                     break
-                if conn is None or conn.is_closed:
-                    if conn is not None:
-                        self.reconnects += 1
-                    conn = await connect(self.url)
-                    channel = await conn.channel(publisher_confirms=True)
-                    exchange = await channel.get_exchange("sendpipe.outbound", ensure=False)
+                while conn is None or conn.is_closed or exchange is None:
+                    if conn is None or conn.is_closed:
+                        if conn is not None:
+                            self.reconnects += 1
+                            self._lost()
+                        conn = await self._connect()
+                    try:
+                        channel = await conn.channel(publisher_confirms=True)
+                        exchange = await channel.get_exchange("sendpipe.outbound", ensure=False)
+                    except (TimeoutError, OSError, aio_pika.exceptions.AMQPException, RuntimeError):
+                        exchange = None
+                        with contextlib.suppress(Exception):
+                            await conn.close()
                 message = aio_pika.Message(
                     payload_for(mid),
                     message_id=mid,
@@ -499,11 +518,18 @@ class Publisher:
                     self.returned.add(mid)  # returned unroutable: definitely not enqueued
                 except aio_pika.exceptions.DeliveryError:
                     self.nacked.add(mid)  # refused by the broker (e.g. a queue not up yet after a restart)
+                    self._refused()
+                    # RabbitMQ 3.10: a channel whose first publish to a quorum queue falls into the queue's
+                    # leader election nacks every later publish to it (docs/reliability.md): a new channel.
+                    self.channel_reopens += 1
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+                    exchange = None
                 except (TimeoutError, OSError, aio_pika.exceptions.AMQPException, RuntimeError):
                     self.uncertain.add(mid)
+                    self._refused()
                     with contextlib.suppress(Exception):
                         await conn.close()
-                    conn = None
                 else:
                     self.confirmed.append(mid)
         finally:
