@@ -67,6 +67,7 @@ class Code(enum.StrEnum):
     PUBLISH_TIMEOUT = "publish-timeout"
     RETRIES_EXHAUSTED = "retries-exhausted"
     REVOCATION_STATUS_UNKNOWN = "revocation-status-unknown"
+    SCHEDULED_CERT_NOT_READY = "scheduled-cert-not-ready"
     SETTINGS_INVALID = "settings-invalid"
     SIGNING_CERT_EXPIRED = "signing-cert-expired"
     SIGNING_CERT_KEY_USAGE = "signing-cert-key-usage"

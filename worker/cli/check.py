@@ -61,16 +61,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"host {inst.host}  service account {store.account}  store {store.path}  config {inst.config}")
         print_table(
             ["level", "role", "for", "thumbprint", "looked in", "status"],
-            [[f.level.upper(), f.role, f.subject, f.thumbprint, f.where, f.status] for f in rows],
+            [[f.level.upper(), f.role, f.subject, f.thumbprint, f.where, _status(f)] for f in rows],
         )
         for f in rows:
-            if f.level != "ok" and f.detail:
+            if f.level in {"warning", "error"} and f.detail:
                 print(f"  {f.level}: {f.subject}: {f.detail}")
         if ceilings:
             print(f"largest payload per send port under SENDPIPE_BROKER_MAX_MESSAGE_BYTES ({limit} bytes):")
             print_table(["send port", "largest payload"], [[p, _size(n)] for p, n in ceilings.items()])
         print("FAILED" if failed else "OK")
     return 1 if failed else 0
+
+
+def _status(f: Finding) -> str:
+    # A scheduled certificate's status says when it takes over; the one in force since its `from` says since when.
+    if f.takes_over and "takes over" not in f.status and f.status != "superseded":
+        return f"{f.status} (in force since {f.takes_over})"
+    if f.status == "superseded" and f.takes_over:
+        return f"superseded (was from {f.takes_over})"
+    return f.status
 
 
 def _settings_findings() -> list[Finding]:

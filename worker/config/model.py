@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -16,7 +17,7 @@ if sys.version_info >= (3, 15):
 else:  # TOML 1.1 (multi-line inline tables, as in SPEC's example) before Python 3.15
     import tomli as tomllib
 
-from worker.errors import AlgorithmNotSupported, Code, ConfigError, SendpipeError
+from worker.errors import SUSPENSION_CODES, AlgorithmNotSupported, Code, ConfigError, SendpipeError
 from worker.identity.certs import normalize_thumbprint
 
 # BizTalk's send pipeline stages, in the order they run (the TOML keys of a pipeline).
@@ -58,11 +59,48 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("`from` needs a time zone (e.g. 2027-03-01T00:00:00Z): a local time is ambiguous across hosts")
+    return value.astimezone(dt.UTC)
+
+
+class Scheduled(_Frozen):
+    """One entry of a certificate schedule: from ``from`` on (until a later entry starts) this certificate is used."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    thumbprint: Thumbprint
+    from_: Annotated[dt.datetime, AfterValidator(_aware)] = Field(alias="from")
+
+
+def in_force(entries: Iterable[Scheduled], now: dt.datetime) -> Scheduled | None:
+    """SPEC: the entry with the latest ``from`` that is not in the future (None: none has started yet)."""
+    started = [e for e in entries if e.from_ <= now]
+    return max(started, key=lambda e: e.from_) if started else None
+
+
+def _ordered(entries: tuple[Scheduled, ...]) -> tuple[Scheduled, ...]:
+    froms = [e.from_ for e in entries]
+    if len(set(froms)) != len(froms):
+        raise ValueError("two entries start at the same `from`: which one is in force would be ambiguous")
+    return tuple(sorted(entries, key=lambda e: e.from_))
+
+
+Schedule = Annotated[tuple[Scheduled, ...], AfterValidator(_ordered)]
+
+
 class Group(_Frozen):
-    """Us: the BizTalk group and its one signing certificate."""
+    """Us: the BizTalk group and its signing certificate, with the ones scheduled to take over (rollover)."""
 
     name: str = Field(min_length=1)
     signing_thumbprint: Thumbprint
+    scheduled_signing: Schedule = ()
+
+    def signing_at(self, now: dt.datetime) -> str:
+        """The group signing certificate in force at ``now``: ``signing_thumbprint`` until a scheduled one starts."""
+        entry = in_force(self.scheduled_signing, now)
+        return self.signing_thumbprint if entry is None else entry.thumbprint
 
 
 class Component(_Frozen):
@@ -134,9 +172,37 @@ class SendPort(_Frozen):
     host: Name
     pipeline: str
     encryption_thumbprint: Thumbprint | None = None
+    encryption_certificates: Annotated[Schedule, Field(min_length=1)] | None = None
     delivery_key: str = Field(min_length=1, max_length=255)  # AMQP routing keys are shortstr
     retry_count: int = Field(default=3, ge=0, le=100)
     retry_interval_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+    auto_resume: tuple[Code, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_certificate_source(self) -> SendPort:
+        if self.encryption_thumbprint is not None and self.encryption_certificates is not None:
+            raise ValueError(
+                "encryption_thumbprint and encryption_certificates are alternatives: give one "
+                "(a schedule's first entry replaces encryption_thumbprint)"
+            )
+        wrong = [c for c in self.auto_resume if c not in SUSPENSION_CODES]
+        if wrong:
+            raise ValueError(
+                f"auto_resume: {', '.join(wrong)} is not a code a suspended message can carry; "
+                "e.g. encryption-cert-not-found, encryption-cert-expired (README: error codes)"
+            )
+        return self
+
+    @property
+    def encrypts_to(self) -> bool:
+        return self.encryption_thumbprint is not None or self.encryption_certificates is not None
+
+    def encryption_at(self, now: dt.datetime) -> str | None:
+        """The partner certificate in force at ``now`` (None: the schedule has not started yet)."""
+        if self.encryption_certificates is None:
+            return self.encryption_thumbprint
+        entry = in_force(self.encryption_certificates, now)
+        return None if entry is None else entry.thumbprint
 
 
 class Config(_Frozen):
@@ -155,9 +221,10 @@ class Config(_Frozen):
                     f"send_ports.{name}.pipeline: {port.pipeline!r} is not defined; "
                     f"defined: {', '.join(sorted(self.pipelines)) or 'none'}"
                 )
-            if pipeline.encrypts and port.encryption_thumbprint is None:
+            if pipeline.encrypts and not port.encrypts_to:
                 raise ValueError(
-                    f"send_ports.{name}.encryption_thumbprint: required, pipeline {port.pipeline!r} encrypts"
+                    f"send_ports.{name}.encryption_thumbprint: required (or encryption_certificates), "
+                    f"pipeline {port.pipeline!r} encrypts"
                 )
         return self
 

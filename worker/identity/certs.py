@@ -104,16 +104,36 @@ def check_revocation(
     determined; so do we. A CRL counts when its issuer name matches, it is current (nextUpdate not
     passed) and, when the issuer's certificate is in the store, its signature verifies.
     """
+    signed = signed_crls(cert, crls, issuers)
+    check_listed(cert, role, thumbprint, [(c, listed_in(c, cert)) for c in signed], now)
+
+
+def signed_crls(cert: x509.Certificate, crls: Iterable[Crl], issuers: Iterable[x509.Certificate]) -> tuple[Crl, ...]:
+    """The CRLs from ``cert``'s issuer whose signature verifies (the costly part: a store caches it)."""
     issuer_keys = [k for c in issuers if c.subject == cert.issuer and isinstance(k := c.public_key(), _IssuerKey)]
-    usable = [c for c in crls if c.crl.issuer == cert.issuer and _current(c.crl, now) and _signed(c.crl, issuer_keys)]
+    return tuple(c for c in crls if c.crl.issuer == cert.issuer and _signed(c.crl, issuer_keys))
+
+
+def listed_in(crl: Crl, cert: x509.Certificate) -> x509.RevokedCertificate | None:
+    return crl.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+
+
+def check_listed(
+    cert: x509.Certificate,
+    role: Role,
+    thumbprint: str,
+    verdicts: Iterable[tuple[Crl, x509.RevokedCertificate | None]],
+    now: dt.datetime,
+) -> None:
+    """The verdict from the signed CRLs' entries for ``cert``: only CRLs current at ``now`` count."""
+    usable = [(c, revoked) for c, revoked in verdicts if _current(c.crl, now)]
     if not usable:
         raise CertificateError(
             f"{role.value} certificate {thumbprint}: no current CRL from its issuer "
             f"({cert.issuer.rfc4514_string()}) in the store's crls/, so its revocation status is unknown",
             code=Code.REVOCATION_STATUS_UNKNOWN,
         )
-    for entry in usable:
-        revoked = entry.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    for entry, revoked in usable:
         if revoked is not None:
             raise CertificateError(
                 f"{role.value} certificate {thumbprint} is revoked since "

@@ -8,6 +8,8 @@ here, so the hot path never touches the disk; rotation builds a new store and sw
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import re
 import stat
 from dataclasses import dataclass, field
@@ -24,9 +26,11 @@ from worker.identity.certs import (
     Crl,
     Role,
     check_key_usage,
-    check_revocation,
+    check_listed,
     check_validity,
+    listed_in,
     normalize_thumbprint,
+    signed_crls,
     thumbprint_of,
 )
 from worker.identity.keys import PartnerCertificate, PrivateKey, SigningIdentity
@@ -37,6 +41,9 @@ _KeyTypes = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
 # the store root or name another account's folder.
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@$-]{0,127}")
 _KEY_PEM = re.compile(rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.S)
+# Any private-key block, whatever its type (DSA, OPENSSH, ENCRYPTED, …): mode-checked and never taken for a cert.
+_ANY_KEY_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----")
+_MAX_FILE_BYTES = 16 * 1024 * 1024  # a store file is a few KiB; refuse a huge one rather than read it
 _PERSONAL = {".pfx", ".p12", ".pem"}
 _OTHER_PEOPLE = {".cer", ".crt", ".der", ".pem"}
 
@@ -63,6 +70,10 @@ class CertificateStore:
     chain: tuple[x509.Certificate, ...] = ()
     crls: tuple[Crl, ...] = ()
     problems: tuple[str, ...] = ()  # files that could not be used, for the start-up log and `check`
+    # Per snapshot: each certificate's signed CRLs and its entry in each (verified once, not per message).
+    _revocation: dict[str, tuple[tuple[Crl, x509.RevokedCertificate | None], ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def open(cls, root: Path, account: str, password: SecretStr | None = None) -> CertificateStore:
@@ -139,8 +150,13 @@ class CertificateStore:
         check_validity(entry.cert, role, entry.thumbprint, at)
         check_key_usage(entry.cert, role, entry.thumbprint)
         if check_crl:
-            issuers = [*self.chain, *(e.cert for e in self.other_people.values())]
-            check_revocation(entry.cert, role, entry.thumbprint, self.crls, issuers, at)
+            verdicts = self._revocation.get(entry.thumbprint)
+            if verdicts is None:
+                issuers = [*self.chain, *(e.cert for e in self.other_people.values())]
+                signed = signed_crls(entry.cert, self.crls, issuers)
+                verdicts = self._revocation[entry.thumbprint] = tuple((c, listed_in(c, entry.cert)) for c in signed)
+            # Whether each CRL is still current is checked every time: an expired one no longer counts.
+            check_listed(entry.cert, role, entry.thumbprint, verdicts, at)
 
     def _problem_hint(self) -> str:
         return (
@@ -162,24 +178,24 @@ class _Loader:
         self.problems: list[str] = []
 
     def load_personal(self, folder: Path) -> None:
-        for path in _files(folder, _PERSONAL):
+        for path in self._files(folder, _PERSONAL):
             try:
-                data = path.read_bytes()
-                if path.suffix.lower() == ".pem" and not _KEY_PEM.search(data):
+                data, st = _read(path)
+                any_key = _ANY_KEY_PEM.search(data)
+                if path.suffix.lower() == ".pem" and any_key is None:
                     for cert in x509.load_pem_x509_certificates(data):
                         self._add(self.personal, StoredCert(cert, thumbprint_of(cert), path))
                     continue
-                loose = _loose_mode(path)
+                loose = _loose_mode(st)
+                if path.suffix.lower() == ".pem" and any_key is not None and not _KEY_PEM.search(data):
+                    self._unsupported_key(path, data, any_key.group(1).decode(), loose)
+                    continue
                 cert, key, extra = self._parse_keyed(path, data)
                 self.chain.extend(extra)
                 tp = thumbprint_of(cert)
                 if loose is not None:
                     # Like ssh: a private key others can read is treated as compromised, not used.
-                    err = StoreError(
-                        f"key file {path} is readable by group or others (mode {loose:04o}); refused: chmod 600 it",
-                        code=Code.KEY_FILE_INSECURE,
-                    )
-                    self._add(self.personal, StoredCert(cert, tp, path, key_error=_as_cert_error(err)))
+                    self._add(self.personal, StoredCert(cert, tp, path, key_error=_insecure(path, loose)))
                     self.problems.append(f"{path.name}: mode {loose:04o} (key refused, chmod 600)")
                     continue
                 if key is None or _public(key) != _public(cert):
@@ -196,8 +212,34 @@ class _Loader:
                     )
                     continue
                 self._add(self.personal, StoredCert(cert, tp, path, key=key))
+            except _Refused as exc:
+                self.problems.append(f"{path.name}: {exc}")
             except (ValueError, TypeError, OSError) as exc:
                 self.problems.append(f"{path.name}: {_reason(exc, path)}")
+
+    def _unsupported_key(self, path: Path, data: bytes, kind: str, loose: int | None) -> None:
+        """A PEM whose private key sendpipe cannot use (DSA, OpenSSH, …): never a usable identity, and
+        still mode-checked: a readable key is refused as insecure whatever its type."""
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
+        try:
+            certs = x509.load_pem_x509_certificates(b"\n".join(blocks)) if blocks else []
+        except ValueError:
+            certs = []
+        if loose is not None:
+            self.problems.append(f"{path.name}: mode {loose:04o} ({kind} refused, chmod 600)")
+        else:
+            self.problems.append(f"{path.name}: holds a {kind}, which cannot sign (RSA or EC keys only); file refused")
+        for cert in certs:
+            tp = thumbprint_of(cert)
+            err = (
+                _insecure(path, loose)
+                if loose is not None
+                else CertificateError(
+                    f"{path} holds a {kind}; sendpipe signs with RSA or EC keys only (certificate {tp})",
+                    code=Code.SIGNING_CERT_NO_PRIVATE_KEY,
+                )
+            )
+            self._add(self.personal, StoredCert(cert, tp, path, key_error=err))
 
     def _parse_keyed(
         self, path: Path, data: bytes
@@ -220,9 +262,17 @@ class _Loader:
         return first, key, [c for c in certs if c is not first]
 
     def load_other_people(self, folder: Path) -> None:
-        for path in _files(folder, _OTHER_PEOPLE):
+        for path in self._files(folder, _OTHER_PEOPLE):
             try:
-                data = path.read_bytes()
+                data, _ = _read(path)
+                found = _ANY_KEY_PEM.search(data)
+                if found is not None:
+                    # Partners' public certificates only: a key here is misplaced (and maybe exposed).
+                    self.problems.append(
+                        f"{path.name}: holds a {found.group(1).decode()} — other-people/ is for partners' public "
+                        "certificates only; file ignored (move the key out of it)"
+                    )
+                    continue
                 certs = (
                     x509.load_pem_x509_certificates(data)
                     if b"-----BEGIN" in data
@@ -230,15 +280,19 @@ class _Loader:
                 )
                 for cert in certs:
                     self._add(self.other_people, StoredCert(cert, thumbprint_of(cert), path))
+            except _Refused as exc:
+                self.problems.append(f"{path.name}: {exc}")
             except (ValueError, OSError) as exc:
                 self.problems.append(f"{path.name}: {_reason(exc, path)}")
 
     def load_crls(self, folder: Path) -> None:
-        for path in _files(folder, {".crl"}):
+        for path in self._files(folder, {".crl"}):
             try:
-                data = path.read_bytes()
+                data, _ = _read(path)
                 crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
                 self.crls.append(Crl(crl, str(path)))
+            except _Refused as exc:
+                self.problems.append(f"{path.name}: {exc}")
             except (ValueError, OSError) as exc:
                 self.problems.append(f"{path.name}: {_reason(exc, path)}")
 
@@ -249,16 +303,68 @@ class _Loader:
         if current is None or (current.key is None and entry.key is not None):
             index[entry.thumbprint] = entry
 
+    def _files(self, folder: Path, suffixes: set[str]) -> list[Path]:
+        """The folder's files with these suffixes; a symbolic link (to the folder or in it) is refused, never
+        followed: it could lead into another account's store (SPEC: that is never read)."""
+        try:
+            st = folder.lstat()
+        except OSError:
+            return []
+        if stat.S_ISLNK(st.st_mode):
+            self.problems.append(f"{folder.name}/: is a symbolic link; refused (the store's folders must be real)")
+            return []
+        if not stat.S_ISDIR(st.st_mode):
+            return []
+        out = []
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            path = Path(entry.path)
+            if path.suffix.lower() not in suffixes:
+                continue
+            if entry.is_symlink():
+                self.problems.append(f"{entry.name}: is a symbolic link; refused (not followed)")
+            elif entry.is_file(follow_symlinks=False):
+                out.append(path)
+        return out
 
-def _files(folder: Path, suffixes: set[str]) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+class _Refused(Exception):
+    """A store file that must not be read (a link, not a regular file, another owner's, too large)."""
 
 
-def _loose_mode(path: Path) -> int | None:
-    mode = stat.S_IMODE(path.stat().st_mode)
+def _read(path: Path) -> tuple[bytes, os.stat_result]:
+    """Open once, without following a symbolic link, check what was opened (type, owner, size) on that
+    descriptor and read from it: a rename between the check and the read cannot swap the file judged."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused("is a symbolic link; refused (not followed)") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("is not a regular file; refused")
+        if st.st_uid not in {os.geteuid(), 0}:
+            raise _Refused(f"is owned by another user (uid {st.st_uid}); refused (chown it to the service account)")
+        if st.st_size > _MAX_FILE_BYTES:
+            raise _Refused(f"is {st.st_size} bytes, larger than any certificate file; refused")
+        data = f.read(_MAX_FILE_BYTES + 1)
+    return data, st
+
+
+def _loose_mode(st: os.stat_result) -> int | None:
+    mode = stat.S_IMODE(st.st_mode)
     return mode if mode & 0o077 else None
+
+
+def _insecure(path: Path, loose: int) -> CertificateError:
+    return _as_cert_error(
+        StoreError(
+            f"key file {path} is readable by group or others (mode {loose:04o}); refused: chmod 600 it",
+            code=Code.KEY_FILE_INSECURE,
+        )
+    )
 
 
 def _public(obj: x509.Certificate | PrivateKey) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import cast
 
@@ -35,11 +36,13 @@ def load_config(path: Path) -> Config:
     return model.load_config(path, CATALOGUE)
 
 
-def build_pipeline(config: Config, port_name: str, store: CertificateStore) -> Pipeline:
-    """The send port's pipeline, bound to one store snapshot (rebuilt when the store is reloaded)."""
+def build_pipeline(config: Config, port_name: str, store: CertificateStore, now: dt.datetime | None = None) -> Pipeline:
+    """The send port's pipeline, bound to one store snapshot (rebuilt when the store is reloaded) and to the
+    certificates in force at ``now`` (SPEC "Certificate schedules"; rebuilt when one takes over)."""
+    at = now or dt.datetime.now(dt.UTC)
     port = config.send_ports[port_name]
     spec = config.pipelines[port.pipeline]
-    ctx = StageContext(store, config.group.signing_thumbprint, port_name, port.encryption_thumbprint)
+    ctx = StageContext(store, config.group.signing_at(at), port_name, port.encryption_at(at))
     steps = tuple(
         (stage, CATALOGUE[comp.component].build(comp.properties, ctx))
         for stage in STAGES
