@@ -24,6 +24,7 @@ Messages carry no secrets: they name files, thumbprints and fields, never key ma
 from __future__ import annotations
 
 import enum
+import os
 
 
 class Code(enum.StrEnum):
@@ -55,6 +56,7 @@ class Code(enum.StrEnum):
     ENCRYPTION_CERT_NOT_FOUND = "encryption-cert-not-found"
     ENCRYPTION_CERT_NOT_YET_VALID = "encryption-cert-not-yet-valid"
     ENCRYPTION_NOT_APPLIED = "encryption-not-applied"
+    FILE_UNREADABLE = "file-unreadable"
     HEADERS_TOO_LARGE = "headers-too-large"
     INTERNAL_ERROR = "internal-error"
     INVALID_CONTENT_TYPE = "invalid-content-type"
@@ -183,3 +185,11 @@ class DeliveryFailed(TransientError):
     """The protected message was not confirmed by the broker, or was returned as unroutable."""
 
     code = Code.DELIVERY_FAILED
+
+
+def unreadable(what: str, path: object, exc: OSError) -> str:
+    """A sentence for a file this process may not read: which file, why, and as whom (containers run as a uid)."""
+    return (
+        f"cannot read {what} {path}: {exc.strerror or type(exc).__name__} (this process runs as uid {os.getuid()}, "
+        f"gid {os.getgid()}: make it readable by that user, e.g. chown, or run the container as the file's owner)"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,9 +11,9 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from worker.errors import Code, ConfigError
+from worker.errors import Code, ConfigError, unreadable
 
 SECRETS_DIR = Path("/run/secrets")
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -227,6 +228,17 @@ def load(kind: type[S]) -> S:
         check_broker_variables()
     try:
         return kind()
+    except SettingsError as exc:
+        # pydantic-settings wraps what went wrong reading a source, e.g. an unreadable /run/secrets file.
+        field = re.search(r'field "(\w+)"', str(exc))
+        variable = f"SENDPIPE_{field.group(1).upper()}" if field else "a SENDPIPE_* setting"
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            where = cause.filename if cause.filename is not None else SECRETS_DIR
+            raise ConfigError(
+                f"{variable}: {unreadable('the secret file', where, cause)}", code=Code.FILE_UNREADABLE
+            ) from None
+        raise ConfigError(f"{variable}: cannot be read ({cause or exc})", code=Code.SETTINGS_INVALID) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"SENDPIPE_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()

@@ -6,7 +6,7 @@ import sys
 
 from worker import logs, settings
 from worker.config.model import Config
-from worker.errors import Code, ConfigError
+from worker.errors import Code, ConfigError, StoreError, unreadable
 from worker.identity.store import CertificateStore
 from worker.pipeline.catalogue import load_config
 from worker.settings import InstanceSettings, StoreSettings
@@ -26,7 +26,11 @@ def load_common(*, need_host: bool) -> tuple[InstanceSettings, StoreSettings, Co
                 f"host {inst.host!r} has no send ports in {inst.config}; hosts: {', '.join(sorted(config.hosts))}",
                 code=Code.UNKNOWN_HOST,
             )
-    store = CertificateStore.open(
-        store_settings.store_root, store_settings.service_account, store_settings.store_password
-    )
+    try:
+        store = CertificateStore.open(
+            store_settings.store_root, store_settings.service_account, store_settings.store_password
+        )
+    except OSError as exc:  # e.g. a store folder this uid may not list (a host directory owned by another user)
+        where = exc.filename if exc.filename is not None else store_settings.store_root
+        raise StoreError(unreadable("the certificate store", where, exc), code=Code.FILE_UNREADABLE) from None
     return inst, store_settings, config, store
