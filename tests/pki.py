@@ -172,6 +172,26 @@ class TestPKI:
         """An unrelated CA (own key); pass the root's CN to get an impostor with the same name."""
         return make_ca(cn, self.keys.get("rsa2048", slot))
 
+    def intermediate(self, cn: str = "sendpipe Test Issuing CA", *, slot: str = "intermediate") -> Issued:
+        """An intermediate CA issued by the root (pathLen 0): it may issue end entities, as ``issue(issuer=)``."""
+        key = self.keys.get("rsa2048", slot)
+        now = utcnow()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1825))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+            .add_extension(_ski(key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca.key.public_key()), critical=False)
+            .sign(self.ca.key, hashes.SHA256())
+        )
+        return Issued(cert, key)
+
     def issue(
         self,
         cn: str,

@@ -33,6 +33,8 @@ class Message:
     entity_content_type: str | None = None
     signer_thumbprint: str | None = None
     recipient_thumbprint: str | None = None
+    # When signed: the RFC 4130 §7.3.1 MIC over the exact signed bytes, "<base64 digest>, sha-256".
+    mic: str | None = None
 
     def evolve(self, **changes: Any) -> Message:
         return dataclasses.replace(self, **changes)

@@ -21,6 +21,7 @@ OURS = frozenset(
         "sendpipe-service-account",
         "sendpipe-signer-thumbprint",
         "sendpipe-recipient-thumbprint",
+        "sendpipe-mic",
         "sendpipe-pipeline",
         "sendpipe-error-code",
         "sendpipe-error",
@@ -92,6 +93,8 @@ def delivery(result: Message, pipeline: str, delivery_key: str, me: Identity) ->
         headers["sendpipe-signer-thumbprint"] = result.signer_thumbprint
     if result.recipient_thumbprint:
         headers["sendpipe-recipient-thumbprint"] = result.recipient_thumbprint
+    if result.mic:
+        headers["sendpipe-mic"] = result.mic
     return Outbound(
         result.body,
         delivery_key,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from typing import Literal
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
@@ -29,8 +33,9 @@ from worker.smime.cms import (
 # for 40-bit RC2; RFC 8551 §2.7 makes AES-128-CBC the floor; SHA-1/MD5 signatures are broken).
 _LEGACY_CIPHERS = {"DES", "DES3", "3DES", "TRIPLEDES", "RC2", "RC2-40", "RC2-64", "RC2-128"}
 _LEGACY_DIGESTS = {"SHA1", "SHA-1", "MD5"}
-_P7M = 'application/pkcs7-mime; smime-type={}; name="smime.p7m"'
+_P7M = 'application/{}pkcs7-mime; smime-type={}; name="smime.p7m"'
 _P7M_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7m"')
+_CHAIN_DEPTH = 8  # intermediate CAs followed above the signer at most
 
 
 class EncoderProperties(BaseModel):
@@ -41,11 +46,17 @@ class EncoderProperties(BaseModel):
     signature_type: Literal["NoSign", "ClearSign", "BlobSign"] = "NoSign"
     add_signing_cert_to_message: bool = True
     enable_encryption: bool = False
-    encryption_algorithm: Literal["AES128", "AES256"] = "AES128"
+    encryption_algorithm: Literal["AES128", "AES192", "AES256"] = "AES128"
     signing_algorithm: Literal["SHA256", "SHA384", "SHA512"] = "SHA256"
     content_transfer_encoding: Literal["base64", "binary", "quoted-printable"] = "base64"
     check_revocation_list: bool = False
     send_body_part_as_attachment: bool = False
+    # S/MIME 4.0 and AS2 (SPEC); the defaults keep the output as it was.
+    key_encryption_algorithm: Literal["RSA-PKCS1v15", "RSA-OAEP"] = "RSA-PKCS1v15"
+    rsa_signature_scheme: Literal["PKCS1v15", "PSS"] = "PKCS1v15"
+    add_signing_chain: bool = False
+    micalg_format: Literal["rfc5751", "legacy"] = "rfc5751"
+    legacy_media_types: bool = False
 
     @field_validator("encryption_algorithm", mode="before")
     @classmethod
@@ -57,12 +68,6 @@ class EncoderProperties(BaseModel):
                 "{value} is refused: DES, 3DES and RC2 are broken or deprecated (RFC 5751 §2.7, RFC 8551); "
                 "use AES256 (or AES128)",
                 {"value": value},
-            )
-        if name == "AES192":
-            raise PydanticCustomError(
-                "algorithm_not_supported",
-                "AES192 is not available in this build (the cryptography library offers AES-128 and AES-256 "
-                "enveloping only); use AES256",
             )
         return name if name in CIPHERS else value
 
@@ -90,6 +95,10 @@ class MimeSmimeEncoder:
         self.ctx = ctx
         self._digest = DIGESTS[props.signing_algorithm]
         self._cipher = CIPHERS[props.encryption_algorithm]
+        self._micalg = self._digest.micalg if props.micalg_format == "rfc5751" else self._digest.legacy_micalg
+        self._x = "x-" if props.legacy_media_types else ""
+        self._pss = props.rsa_signature_scheme == "PSS"
+        self._oaep = props.key_encryption_algorithm == "RSA-OAEP"
         # Certificates and their DER pieces, looked up once per store snapshot (the pipeline is
         # rebuilt when the store is reloaded); validity is still checked for every message.
         self._signers: dict[str, Signer] = {}
@@ -98,27 +107,46 @@ class MimeSmimeEncoder:
     def process(self, message: Message) -> Message:
         headers, body = self._body_part(message)
         signer = None
+        # The digest of the exact signed bytes (the messageDigest attribute), known once they are hashed:
+        # for a streamed BlobSign body that is while the entity is materialised below.
+        digests: list[bytes] = []
         if self.props.signature_type != "NoSign":
             identity = self._signer()
             signer = identity.identity.thumbprint
             with_cert = self.props.add_signing_cert_to_message
             if self.props.signature_type == "BlobSign":
-                der = signed_data(identity, self._digest, body.entity(headers), with_cert=with_cert)
-                headers, body = _pkcs7_part("signed-data"), der.base64()
+                der = signed_data(
+                    identity,
+                    self._digest,
+                    body.entity(headers),
+                    with_cert=with_cert,
+                    with_chain=self.props.add_signing_chain,
+                    pss=self._pss,
+                    on_digest=digests.append,
+                )
+                headers, body = self._pkcs7_part("signed-data"), der.base64()
             else:
-                headers, body = self._clear_signed(identity, body.entity(headers).materialize(), with_cert)
+                headers, body = self._clear_signed(
+                    identity, body.entity(headers).materialize(), with_cert, digests.append
+                )
         recipient = None
         if self.props.enable_encryption:
             target = self._recipient(message)
-            der = enveloped_data(target, self._cipher, body.entity(headers))
+            der = enveloped_data(target, self._cipher, body.entity(headers), oaep=self._oaep)
             recipient = target.thumbprint
-            headers, body = _pkcs7_part("enveloped-data"), der.base64()
+            headers, body = self._pkcs7_part("enveloped-data"), der.base64()
         outer = [("MIME-Version", "1.0"), *headers]
+        entity = body.entity(outer).materialize()
+        mic = None
+        if signer is not None:
+            # RFC 4130 §7.3.1: the MIC an AS2 MDN returns as Received-Content-MIC, "<base64>, <micalg>".
+            mic = f"{base64.b64encode(digests[-1]).decode('ascii')}, {self._digest.micalg}"
         return message.evolve(
-            body=body.entity(outer).materialize(),
+            body=entity,
             entity_content_type=headers[0][1],
             signer_thumbprint=signer,
             recipient_thumbprint=recipient,
+            mic=mic,
         )
 
     def _signer(self) -> Signer:
@@ -127,8 +155,16 @@ class MimeSmimeEncoder:
         if cached is not None and not self.props.check_revocation_list and still_valid(cached):
             return cached
         identity = self.ctx.store.signing(wanted, check_crl=self.props.check_revocation_list)
-        cached = self._signers[wanted] = Signer.of(identity)
+        chain = _intermediates(identity.cert, self._issuers()) if self.props.add_signing_chain else ()
+        cached = self._signers[wanted] = Signer.of(identity, chain)
         return cached
+
+    def _issuers(self) -> list[x509.Certificate]:
+        # Every certificate of this account's store: the CA certificates bundled with a PKCS#12 or PEM
+        # in personal/, certificate-only files of personal/, and other-people/.
+        store = self.ctx.store
+        personal = [e.cert for e in store.personal.values()]
+        return [*store.chain, *personal, *(e.cert for e in store.other_people.values())]
 
     def _recipient(self, message: Message) -> Recipient:
         wanted = message.header_str(H_ENCRYPTION_THUMBPRINT) or self.ctx.encryption_thumbprint
@@ -173,12 +209,23 @@ class MimeSmimeEncoder:
             return headers, Body.of(payload)
         return headers, Body.of(mime.encode_body(payload, cte))
 
-    def _clear_signed(self, signer: Signer, signed: bytes, with_cert: bool) -> tuple[list[tuple[str, str]], Body]:
+    def _clear_signed(
+        self, signer: Signer, signed: bytes, with_cert: bool, on_digest: Callable[[bytes], None]
+    ) -> tuple[list[tuple[str, str]], Body]:
         # RFC 5751 §3.4.3: multipart/signed, the first part signed exactly as it is framed here.
-        signature = signed_data(signer, self._digest, Body.of(signed), with_cert=with_cert, detached=True)
+        signature = signed_data(
+            signer,
+            self._digest,
+            Body.of(signed),
+            with_cert=with_cert,
+            detached=True,
+            with_chain=self.props.add_signing_chain,
+            pss=self._pss,
+            on_digest=on_digest,
+        )
         sig_part = mime.entity(
             [
-                ("Content-Type", 'application/pkcs7-signature; name="smime.p7s"'),
+                ("Content-Type", f'application/{self._x}pkcs7-signature; name="smime.p7s"'),
                 ("Content-Transfer-Encoding", "base64"),
                 ("Content-Disposition", 'attachment; filename="smime.p7s"'),
             ],
@@ -186,13 +233,40 @@ class MimeSmimeEncoder:
         )
         boundary = mime.boundary_for(signed)
         content_type = (
-            f'multipart/signed; protocol="application/pkcs7-signature"; micalg={self._digest.micalg}; '
+            f'multipart/signed; protocol="application/{self._x}pkcs7-signature"; micalg={self._micalg}; '
             f'boundary="{boundary}"'
         )
         pieces = mime.multipart_chunks(boundary, [signed, sig_part], b"This is an S/MIME signed message\r\n")
         return [("Content-Type", content_type)], Body.of(*pieces)
 
+    def _pkcs7_part(self, smime_type: str) -> list[tuple[str, str]]:
+        # Always base64: OpenSSL's SMIME reader (and most AS2 peers) base64-decode pkcs7-mime bodies.
+        content_type = _P7M.format(self._x, smime_type)
+        return [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64"), _P7M_DISPOSITION]
 
-def _pkcs7_part(smime_type: str) -> list[tuple[str, str]]:
-    # Always base64: OpenSSL's SMIME reader (and most AS2 peers) base64-decode pkcs7-mime bodies.
-    return [("Content-Type", _P7M.format(smime_type)), ("Content-Transfer-Encoding", "base64"), _P7M_DISPOSITION]
+
+def _intermediates(cert: x509.Certificate, candidates: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    """The CA certificates above ``cert`` found among ``candidates``, nearest first, without the root.
+
+    Each link is checked (issuer name and signature); a self-issued certificate is a root and ends the
+    chain, not included (the receiver trusts it already, RFC 5652 §5.1 leaves it to them).
+    """
+    chain: list[x509.Certificate] = []
+    current = cert
+    for _ in range(_CHAIN_DEPTH):
+        if current.issuer == current.subject:
+            break
+        issuer = next((c for c in candidates if c.subject == current.issuer and _issued_by(current, c)), None)
+        if issuer is None or issuer.subject == issuer.issuer:
+            break
+        chain.append(issuer)
+        current = issuer
+    return tuple(chain)
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 
@@ -37,6 +37,9 @@ _AES = {128: oid("2.16.840.1.101.3.4.1.2"), 192: oid("2.16.840.1.101.3.4.1.22"),
 _CONTENT_TYPE_ATTR = tlv(0x30, oid("1.2.840.113549.1.9.3"), tlv(0x31, _DATA))
 _MESSAGE_DIGEST = oid("1.2.840.113549.1.9.4")
 _SIGNING_TIME = oid("1.2.840.113549.1.9.5")
+_RSAES_OAEP = oid("1.2.840.113549.1.1.7")  # RFC 4055 §4.1 id-RSAES-OAEP
+_MGF1 = oid("1.2.840.113549.1.1.8")  # RFC 4055 §2.2 id-mgf1
+_RSASSA_PSS = oid("1.2.840.113549.1.1.10")  # RFC 4055 §3.1 id-RSASSA-PSS
 # RFC 5751 §2.5.2 SMIMECapabilities, as cryptography's builder announces them.
 _CAPABILITIES_ATTR = tlv(
     0x30,
@@ -51,7 +54,7 @@ _PKCS1 = padding.PKCS1v15()
 @dataclass(frozen=True, slots=True)
 class Digest:
     algorithm: type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]
-    micalg: str  # RFC 5751 §3.4.3.2
+    micalg: str  # RFC 5751 §3.4.3.2 (``sha-256``); also the RFC 4130 §7.3.1 MIC's algorithm name
     identifier: bytes  # AlgorithmIdentifier, parameters NULL
     ecdsa: bytes  # ecdsa-with-SHA* AlgorithmIdentifier (RFC 5758 §3.2: no parameters)
     hasher: hashes.HashAlgorithm
@@ -64,6 +67,11 @@ class Digest:
     def attribute(self, message_digest: bytes) -> bytes:
         return self.attr_head + message_digest
 
+    @property
+    def legacy_micalg(self) -> str:
+        """The RFC 3851-era spelling some receivers insist on (``sha256``)."""
+        return self.algorithm.name
+
 
 def _sha(algorithm: type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512], micalg: str, arc: int) -> Digest:
     identifier = tlv(0x30, oid(f"2.16.840.1.101.3.4.2.{arc}"), NULL)
@@ -73,8 +81,12 @@ def _sha(algorithm: type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512], micalg:
     return Digest(algorithm, micalg, identifier, ecdsa, algorithm(), ec.ECDSA(algorithm()), head)
 
 
-CIPHERS: dict[str, tuple[type[algorithms.AES128] | type[algorithms.AES256], int]] = {
+# The block cipher (called with the content-encryption key) and its key size in bits. AES-192 is
+# cryptography's generic AES with a 24-byte key: the enveloping is ours, so any AES key size works.
+CipherSpec = tuple[type[algorithms.AES128] | type[algorithms.AES256] | type[algorithms.AES], int]
+CIPHERS: dict[str, CipherSpec] = {
     "AES128": (algorithms.AES128, 128),
+    "AES192": (algorithms.AES, 192),
     "AES256": (algorithms.AES256, 256),
 }
 DIGESTS: dict[str, Digest] = {
@@ -82,6 +94,71 @@ DIGESTS: dict[str, Digest] = {
     "SHA384": _sha(hashes.SHA384, "sha-384", 2),
     "SHA512": _sha(hashes.SHA512, "sha-512", 3),
 }
+
+
+def hash_identifier(digest: Digest) -> bytes:
+    """The hash's AlgorithmIdentifier as RFC 4055 §2.1 writes it inside RSASSA-PSS / RSAES-OAEP parameters.
+
+    ``sha256Identifier AlgorithmIdentifier ::= { id-sha256, NULL }`` (likewise sha384, sha512): RFC 4055
+    lists these with the NULL parameter present; receivers MUST accept NULL and absent alike.
+    """
+    return digest.identifier
+
+
+def mgf1_identifier(digest: Digest) -> bytes:
+    """MGF1 over the same hash (RFC 4055 §2.2).
+
+    ``mgf1SHA256Identifier AlgorithmIdentifier ::= { id-mgf1, sha256Identifier }``
+    (``id-mgf1 OBJECT IDENTIFIER ::= { pkcs-1 8 }``; the parameter is the hash's AlgorithmIdentifier).
+    """
+    return tlv(0x30, _MGF1, hash_identifier(digest))
+
+
+def rsaes_oaep_identifier(digest: Digest) -> bytes:
+    """The keyEncryptionAlgorithm of an RSA-OAEP KeyTransRecipientInfo (RFC 4055 §4.1, RFC 8017 A.2.1)::
+
+        rSAES-OAEP-SHA256-Identifier AlgorithmIdentifier ::= { id-RSAES-OAEP, rSAES-OAEP-SHA256-Params }
+        RSAES-OAEP-params ::= SEQUENCE {
+            hashFunc    [0] AlgorithmIdentifier DEFAULT sha1Identifier,
+            maskGenFunc [1] AlgorithmIdentifier DEFAULT mgf1SHA1Identifier,
+            pSourceFunc [2] AlgorithmIdentifier DEFAULT pSpecifiedEmptyIdentifier }
+
+    The module is EXPLICIT TAGS; pSourceFunc keeps its default (empty label) and is therefore omitted (DER).
+    """
+    params = tlv(0x30, tlv(0xA0, hash_identifier(digest)), tlv(0xA1, mgf1_identifier(digest)))
+    return tlv(0x30, _RSAES_OAEP, params)
+
+
+def rsassa_pss_identifier(digest: Digest) -> bytes:
+    """The signatureAlgorithm of an RSASSA-PSS SignerInfo (RFC 4056 §2, parameters of RFC 4055 §3.1)::
+
+        RSASSA-PSS-params ::= SEQUENCE {
+            hashAlgorithm    [0] HashAlgorithm DEFAULT sha1Identifier,
+            maskGenAlgorithm [1] MaskGenAlgorithm DEFAULT mgf1SHA1Identifier,
+            saltLength       [2] INTEGER DEFAULT 20,
+            trailerField     [3] TrailerField DEFAULT trailerFieldBC }
+
+    RFC 4056 §3: the hash is the SignerInfo's digestAlgorithm, MGF1 uses the same hash, the salt is the
+    digest's length; trailerField keeps its default (omitted).
+    """
+    params = tlv(
+        0x30,
+        tlv(0xA0, hash_identifier(digest)),
+        tlv(0xA1, mgf1_identifier(digest)),
+        tlv(0xA2, integer(digest.algorithm.digest_size)),
+    )
+    return tlv(0x30, _RSASSA_PSS, params)
+
+
+def pss_padding(digest: Digest) -> padding.PSS:
+    return padding.PSS(mgf=padding.MGF1(digest.algorithm()), salt_length=digest.algorithm.digest_size)
+
+
+def oaep_padding() -> padding.OAEP:
+    sha256 = hashes.SHA256()
+    return padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
+
+
 _MATERIALIZE = 4 * 1024 * 1024  # an EC-signed body part up to this size is kept rather than encoded twice
 
 
@@ -96,9 +173,10 @@ class Signer:
     not_before: dt.datetime
     not_after: dt.datetime
     certificates: bytes  # SignedData's [0] certificates: this one
+    chain: tuple[bytes, ...] = ()  # DER of the intermediate CA certificates above it (never the root)
 
     @classmethod
-    def of(cls, identity: SigningIdentity) -> Signer:
+    def of(cls, identity: SigningIdentity, chain: tuple[x509.Certificate, ...] = ()) -> Signer:
         key, cert = identity.key, identity.cert
         size = (key.key_size + 7) // 8 if isinstance(key, rsa.RSAPrivateKey) else None
         der = cert.public_bytes(serialization.Encoding.DER)
@@ -110,20 +188,43 @@ class Signer:
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
             tlv(0xA0, der),
+            tuple(c.public_bytes(serialization.Encoding.DER) for c in chain),
         )
+
+    @property
+    def is_rsa(self) -> bool:
+        return self.signature_size is not None
+
+    def certificate_set(self, *, with_cert: bool, with_chain: bool) -> bytes:
+        """SignedData's certificates field (RFC 5652 §5.1, §10.2.3)::
+
+            certificates [0] IMPLICIT CertificateSet OPTIONAL
+            CertificateSet ::= SET OF CertificateChoices
+            CertificateChoices ::= CHOICE { certificate Certificate, ... }
+
+        The signer's certificate and its intermediate CAs (RFC 5652 §5.1: enough for the receiver to
+        build the path to a root it trusts; the root itself is left out, the receiver has it), in the
+        order of their encodings as DER wants a SET OF (X.690 §11.6; cryptography's reader insists).
+        Absent when empty.
+        """
+        if not with_chain or not self.chain:
+            return self.certificates if with_cert else b""
+        return tlv(0xA0, *sorted(((self.cert_der,) if with_cert else ()) + self.chain))
 
     def info_head(self, digest: Digest) -> bytes:
         """SignerInfo's version, sid (issuerAndSerialNumber) and digestAlgorithm."""
         return _V1 + self.issuer_and_serial + digest.identifier
 
-    def sign(self, data: bytes, digest: Digest) -> bytes:
+    def sign(self, data: bytes, digest: Digest, *, pss: bool = False) -> bytes:
         key: PrivateKey = self.identity.key
         if isinstance(key, rsa.RSAPrivateKey):
-            return key.sign(data, _PKCS1, digest.hasher)
+            return key.sign(data, pss_padding(digest) if pss else _PKCS1, digest.hasher)
         return key.sign(data, digest.ecdsa_signature)
 
-    def signature_algorithm(self, digest: Digest) -> bytes:
-        return _RSA if self.signature_size is not None else digest.ecdsa
+    def signature_algorithm(self, digest: Digest, *, pss: bool = False) -> bytes:
+        if self.signature_size is None:
+            return digest.ecdsa
+        return rsassa_pss_identifier(digest) if pss else _RSA
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,22 +265,36 @@ def _signing_time_attr() -> bytes:
     return cached[1]
 
 
-def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: bool, detached: bool = False) -> Body:
+def signed_data(
+    signer: Signer,
+    digest: Digest,
+    content: Body,
+    *,
+    with_cert: bool,
+    detached: bool = False,
+    with_chain: bool = False,
+    pss: bool = False,
+    on_digest: Callable[[bytes], None] | None = None,
+) -> Body:
     """CMS SignedData (RFC 5652 §5) over ``content``, as a stream.
 
     With an RSA key the signature's size is known up front, so the content is hashed while it streams
     out and the SignerInfo follows it; otherwise (ECDSA, detached) the content is hashed first.
+    ``with_chain`` adds the signer's intermediate CAs (``Signer.certificate_set``); ``pss`` signs an RSA
+    key with RSASSA-PSS (``rsassa_pss_identifier``, RFC 4056) instead of PKCS #1 v1.5. ``on_digest``
+    receives the content's digest (the messageDigest attribute: what an AS2 MIC is, RFC 4130 §7.3.1)
+    once the content has been hashed, which for a streamed body is while it is being produced.
     """
     time_attr = _signing_time_attr()
-    certificates = signer.certificates if with_cert else b""
+    certificates = signer.certificate_set(with_cert=with_cert, with_chain=with_chain)
     info_head = signer.info_head(digest)
-    algorithm = signer.signature_algorithm(digest)
+    algorithm = signer.signature_algorithm(digest, pss=pss)
 
     def tail(message_digest: bytes, signature: bytes | None) -> bytes:
         # DER: a SET OF in the order of its encodings (a longer digest moves messageDigest last).
         signed = b"".join(sorted((_CONTENT_TYPE_ATTR, time_attr, digest.attribute(message_digest), _CAPABILITIES_ATTR)))
         if signature is None:
-            signature = signer.sign(hdr(0x31, len(signed)) + signed, digest)
+            signature = signer.sign(hdr(0x31, len(signed)) + signed, digest, pss=pss)
         info = tlv(0x30, info_head, hdr(0xA0, len(signed)), signed, algorithm, hdr(0x04, len(signature)), signature)
         return certificates + tlv(0x31, info)
 
@@ -211,7 +326,10 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
         hashed = digest.new()
         for chunk in content.chunks():
             hashed.update(chunk)
-        end = tail(hashed.digest(), None)
+        message_digest = hashed.digest()
+        if on_digest is not None:
+            on_digest(message_digest)
+        end = tail(message_digest, None)
         start = head(len(end))
         if detached:
             return Body.of(start, end)
@@ -228,7 +346,10 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
         for chunk in content.chunks():
             hashed.update(chunk)
             yield chunk
-        end = tail(hashed.digest(), None)
+        message_digest = hashed.digest()
+        if on_digest is not None:
+            on_digest(message_digest)
+        end = tail(message_digest, None)
         if len(end) != tail_size:  # the lengths above are already out: never emit inconsistent DER
             raise RuntimeError(f"SignerInfo of {len(end)} bytes, {tail_size} announced")
         yield end
@@ -236,13 +357,34 @@ def signed_data(signer: Signer, digest: Digest, content: Body, *, with_cert: boo
     return Body(len(start) + content.length + tail_size, stream)
 
 
-def enveloped_data(
-    recipient: Recipient, cipher: tuple[type[algorithms.AES128] | type[algorithms.AES256], int], plain: Body
-) -> Body:
-    """CMS EnvelopedData (RFC 5652 §6) for one RSA key-transport recipient, AES-CBC, as a stream."""
+def key_trans_recipient_info(recipient: Recipient, key: bytes, *, oaep: bool = False) -> bytes:
+    """One RSA key-transport recipient (RFC 5652 §6.2.1; RSA-OAEP: RFC 3560 §3, RFC 4055 §4)::
+
+        KeyTransRecipientInfo ::= SEQUENCE {
+            version CMSVersion,  -- always set to 0 or 2
+            rid RecipientIdentifier,
+            keyEncryptionAlgorithm KeyEncryptionAlgorithmIdentifier,
+            encryptedKey EncryptedKey }
+
+    ``rid`` is issuerAndSerialNumber, hence version 0; the algorithm is rsaEncryption (PKCS #1 v1.5) or
+    ``rsaes_oaep_identifier`` (OAEP, SHA-256, MGF1-SHA-256, empty label).
+    """
+    if oaep:
+        algorithm, encrypted = rsaes_oaep_identifier(DIGESTS["SHA256"]), recipient.key.encrypt(key, oaep_padding())
+    else:
+        algorithm, encrypted = _RSA, recipient.key.encrypt(key, _PKCS1)
+    return tlv(0x30, _V0, recipient.issuer_and_serial, algorithm, tlv(0x04, encrypted))
+
+
+def enveloped_data(recipient: Recipient, cipher: CipherSpec, plain: Body, *, oaep: bool = False) -> Body:
+    """CMS EnvelopedData (RFC 5652 §6) for one RSA key-transport recipient, AES-CBC, as a stream.
+
+    AES-128, AES-192 or AES-256 in CBC mode (RFC 3565 §4.1: ``id-aes192-CBC``, parameters the IV); the
+    recipient's key transport is ``key_trans_recipient_info``.
+    """
     algorithm, bits = cipher
     key, iv = os.urandom(bits // 8), os.urandom(16)
-    transport = tlv(0x30, _V0, recipient.issuer_and_serial, _RSA, tlv(0x04, recipient.key.encrypt(key, _PKCS1)))
+    transport = key_trans_recipient_info(recipient, key, oaep=oaep)
     padded = (plain.length // 16 + 1) * 16  # PKCS #7 padding always adds 1 to 16 bytes
     content_info = _DATA + tlv(0x30, _AES[bits], tlv(0x04, iv)) + hdr(0x80, padded)
     fields = _V0 + tlv(0x31, transport) + hdr(0x30, len(content_info) + padded) + content_info
