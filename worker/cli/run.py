@@ -16,6 +16,7 @@ from worker.errors import SendpipeError
 from worker.host import metrics
 from worker.host.instance import HostInstance
 from worker.host.supervisor import Supervisor
+from worker.ops import autoresume
 from worker.pipeline.preflight import log_findings, preflight
 from worker.pipeline.runtime import Runtime
 from worker.settings import BrokerSettings
@@ -62,7 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     try:
-        asyncio.run(_serve(instance, Supervisor(instance, inst, store_settings), inst.metrics_listen))
+        hook = autoresume.after_reload(brk, host, inst.host_instance, inst.expiry_warning_days, instance.log)
+        supervisor = Supervisor(instance, inst, store_settings, after_reload=hook)
+        asyncio.run(_serve(instance, supervisor, inst.metrics_listen))
     except SendpipeError as exc:  # the metrics listener could not bind
         log.error("instance.refused", error_code=exc.code, error=exc.message)
         return 1

@@ -7,7 +7,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +17,15 @@ import structlog
 from worker.broker import session as broker
 from worker.broker import topology
 from worker.broker.session import Inbound, Session
-from worker.errors import BrokerUnavailable, Code, InternalError, MessageError, RetriesExhausted, SendpipeError
+from worker.errors import (
+    BrokerUnavailable,
+    CertificateError,
+    Code,
+    InternalError,
+    MessageError,
+    RetriesExhausted,
+    SendpipeError,
+)
 from worker.host import routing
 from worker.host.budget import ByteBudget
 from worker.host.stats import Stats
@@ -60,6 +68,9 @@ class HostInstance:
         self.reconnects = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(inst.threads, thread_name_prefix="pipeline")
+        # Set by the supervisor: before a certificate error suspends a message, look at the store and
+        # config again (stat; reload if they changed); True when a newer runtime is now in force.
+        self.refresh: Callable[[Runtime], Awaitable[bool]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -252,7 +263,9 @@ class HostInstance:
             fields.update(error_code=err.code, error=err.message[:500], failed_stage=err.stage)
         (self.log.info if err is None else self.log.warning)(outcome.event, **fields)
 
-    async def _process(self, session: Session, inbound: Inbound, message_id: str, port: str) -> Outcome:
+    async def _process(
+        self, session: Session, inbound: Inbound, message_id: str, port: str, *, fresh: bool = False
+    ) -> Outcome:
         runtime = self.runtime  # one snapshot for the whole message, even if a reload swaps it
         try:
             if inbound.delivery_count >= _SUSPEND_AT_DELIVERY_COUNT:
@@ -302,6 +315,14 @@ class HostInstance:
         except BrokerUnavailable:
             raise  # the channel itself is gone: nothing to settle on, the broker redelivers
         except SendpipeError as exc:
+            if (
+                isinstance(exc, CertificateError)
+                and not fresh
+                and self.refresh is not None
+                and await self.refresh(runtime)
+            ):
+                # An operator just fixed the store or config: run once more with it rather than suspend.
+                return await self._process(session, inbound, message_id, port, fresh=True)
             return Outcome("message.failed", error=exc)
         except Exception as exc:  # a bug must suspend one message, not kill the instance
             self.log.exception("message.internal_error", message_id=message_id)

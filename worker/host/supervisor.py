@@ -1,4 +1,9 @@
-"""Background duties of a running instance: heartbeat, stats line, hot reload of config and store, expiry."""
+"""Background duties of a running instance: heartbeat, stats line, hot reload of config and store, expiry.
+
+A reload never makes things worse: the candidate config and store are read off the event loop and checked
+with start-up's rules before they replace the ones in force (else ``config.rejected`` / ``store.rejected``
+and the previous stay). A certificate error looks at the store again before it suspends a message.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from worker.config.model import Config
 from worker.errors import Code, ConfigError, SendpipeError
 from worker.host.instance import HostInstance
 from worker.identity.store import CertificateStore
 from worker.pipeline.catalogue import load_config
 from worker.pipeline.preflight import log_findings, preflight
-from worker.pipeline.runtime import Runtime
+from worker.pipeline.runtime import Clock, Runtime, utc_now
 from worker.settings import InstanceSettings, StoreSettings
 
 _DAY_S = 24 * 3600.0
@@ -40,16 +46,36 @@ def store_fingerprint(store_dir: Path) -> tuple[object, ...]:
     return tuple(entries)
 
 
+AfterReload = Callable[[Runtime, Runtime], Awaitable[None]]
+# A certificate error looks at the store again at most this often (a burst of failing messages stats it once).
+REFRESH_MIN_INTERVAL_S = 0.5
+
+
 class Supervisor:
     """Runs beside the consumer; every duty is a loop that ends with ``stop``."""
 
-    def __init__(self, instance: HostInstance, inst: InstanceSettings, store_settings: StoreSettings) -> None:
+    def __init__(
+        self,
+        instance: HostInstance,
+        inst: InstanceSettings,
+        store_settings: StoreSettings,
+        *,
+        after_reload: AfterReload | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self.instance = instance
         self.inst = inst
         self.store_settings = store_settings
         self.log = instance.log
+        self.after_reload = after_reload
+        self.clock = clock
         self._config_seen = _stamp(inst.config)
         self._store_seen = store_fingerprint(instance.runtime.store.path)
+        self._lock = asyncio.Lock()
+        self._retry = (False, False)  # (config, store) of a refused candidate
+        self._last_refresh = -REFRESH_MIN_INTERVAL_S
+        self._background: set[asyncio.Task[None]] = set()
+        instance.refresh = self.refresh
 
     async def run(self, stop: asyncio.Event) -> None:
         duties: list[tuple[float, Callable[[], Awaitable[None]]]] = [
@@ -84,43 +110,71 @@ class Supervisor:
         self.log.info("stats", **self.instance.stats.snapshot())
 
     async def warn_expiry(self) -> None:
-        """Daily: warn again about certificates near expiry (and any that became unusable)."""
+        """Daily: warn again about certificates near expiry, scheduled ones due and missing, and any that
+        became unusable."""
         runtime = self.instance.runtime
         log_findings(
             self.log,
-            preflight(runtime.config, runtime.store, self.instance.host, warn_days=self.inst.expiry_warning_days),
+            preflight(
+                runtime.config,
+                runtime.store,
+                self.instance.host,
+                warn_days=self.inst.expiry_warning_days,
+                now=self.clock(),
+            ),
         )
 
     async def reload(self) -> None:
-        """Pick up a changed config file or store folder without a restart; keep the old on a bad config."""
+        """Pick up a changed config file or store folder without a restart (the periodic duty)."""
+        async with self._lock:
+            await self._reload()
+
+    async def refresh(self, used: Runtime) -> bool:
+        """A message failed on a certificate with ``used``: before it is suspended, look at the files again
+        (stat only; a reload when they changed). True when a newer runtime is in force to try it with."""
+        async with self._lock:
+            if self.instance.runtime is not used:
+                return True  # another message's refresh, or the timer, already reloaded
+            now = time.monotonic()
+            if now - self._last_refresh < REFRESH_MIN_INTERVAL_S:
+                return False
+            self._last_refresh = now
+            await self._reload()
+            return self.instance.runtime is not used
+
+    async def _reload(self) -> None:
         config_now = _stamp(self.inst.config)
         store_now = store_fingerprint(self.instance.runtime.store.path)
         config_changed, store_changed = config_now != self._config_seen, store_now != self._store_seen
         if not (config_changed or store_changed):
             return
+        # A refused candidate is tried again, whole, with the next change (the config waiting for its
+        # certificate: the certificate arrives).
+        config_changed, store_changed = config_changed or self._retry[0], store_changed or self._retry[1]
+        self._retry = (False, False)
+        # Seen even when rejected: a half-copied file is looked at again when it changes (the copy ends).
         self._config_seen, self._store_seen = config_now, store_now
         old = self.instance.runtime
-        config, store = old.config, old.store
         try:
-            if config_changed:
-                config = load_config(self.inst.config)
-                if self.instance.host not in config.hosts:
-                    raise ConfigError(
-                        f"host {self.instance.host!r} has no send ports in the new config", code=Code.UNKNOWN_HOST
-                    )
-            if store_changed:
-                s = self.store_settings
-                store = CertificateStore.open(s.store_root, s.service_account, s.store_password)
+            # Files are read (PKCS#12 decryption included) off the event loop: messages keep flowing.
+            config, store = await asyncio.to_thread(self._load, old, config_changed, store_changed)
+            candidate = Runtime.build(config, store, self.instance.host, self.clock)
         except SendpipeError as exc:
-            what = "config" if config_changed and config is old.config else "store"
+            what = "config" if isinstance(exc, ConfigError) else "store"
             self.log.error(f"{what}.rejected", error_code=exc.code, error=exc.message[:2000], kept="previous")
             return
-        self.instance.runtime = Runtime.build(config, store, self.instance.host)
+        refusal = self._refusal(old, candidate, store_changed)
+        if refusal is not None:
+            self._retry = (config_changed, store_changed)
+            what, code, reason = refusal
+            self.log.error(f"{what}.rejected", error_code=code, error=reason[:2000], kept="previous")
+            return
+        self.instance.runtime = candidate
         if config is not old.config:
             self.log.info(
                 "config.reloaded",
                 config=str(self.inst.config),
-                signing_thumbprint=config.group.signing_thumbprint,
+                signing_thumbprint=config.group.signing_at(self.clock()),
                 send_ports=sorted(config.ports_of(self.instance.host)),
             )
             session = self.instance.session
@@ -135,3 +189,61 @@ class Supervisor:
                 problems=list(store.problems),
             )
         await self.warn_expiry()
+        if self.after_reload is not None:
+            # In the background: a message that triggered this reload must not wait for a queue scan.
+            task = asyncio.create_task(self._after(old, candidate))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _after(self, old: Runtime, new: Runtime) -> None:
+        assert self.after_reload is not None  # noqa: S101 - checked by the caller
+        try:
+            await self.after_reload(old, new)
+        except Exception:  # never take the instance down
+            self.log.exception("supervisor.after_reload_failed")
+
+    def _load(self, old: Runtime, config_changed: bool, store_changed: bool) -> tuple[Config, CertificateStore]:
+        config, store = old.config, old.store
+        if config_changed:
+            config = load_config(self.inst.config)
+            if self.instance.host not in config.hosts:
+                raise ConfigError(
+                    f"host {self.instance.host!r} has no send ports in the new config", code=Code.UNKNOWN_HOST
+                )
+        if store_changed:
+            s = self.store_settings
+            store = CertificateStore.open(s.store_root, s.service_account, s.store_password)
+        return config, store
+
+    def _refusal(self, old: Runtime, new: Runtime, store_changed: bool) -> tuple[str, str, str] | None:
+        """Why the candidate must not replace the runtime in force, by start-up's rules (None: it may).
+
+        Start-up refuses an unusable group signing certificate: so does a reload, keeping the previous
+        config and store (a half-copied PKCS#12, a new signing_thumbprint not yet in personal/, a wrong
+        password after rotation). A security refusal (a key file made readable by others) is the
+        exception: it takes effect at once, failing closed. A store whose new unreadable files took away
+        a partner certificate in use is refused too (a partner's file being copied in).
+        """
+        host, days, now = self.instance.host, self.inst.expiry_warning_days, self.clock()
+        found = preflight(new.config, new.store, host, warn_days=days, now=now)
+        if any(f.level == "error" and f.code == Code.KEY_FILE_INSECURE for f in found):
+            return None  # fail closed at once: a key others can read is not used, whatever else changed
+        signing = [f for f in found if f.level == "error" and f.role == "signing"]
+        if signing:
+            f = signing[0]
+            if store_changed and new.config is old.config:
+                what = "store"
+            elif not store_changed:
+                what = "config"
+            else:  # both changed: blame the config if the old store cannot serve it either
+                with_old = preflight(new.config, old.store, host, warn_days=days, now=now)
+                what = "config" if any(g.level == "error" and g.role == "signing" for g in with_old) else "store"
+            return what, f.code or Code.SIGNING_CERT_NOT_FOUND, f"start-up would refuse it: {f.detail}"
+        if store_changed and set(new.store.problems) - set(old.store.problems):
+            before = {(f.subject, f.thumbprint) for f in preflight(old.config, old.store, host, warn_days=days, now=now)
+                      if f.level == "error"}  # fmt: skip
+            lost = [f for f in found if f.level == "error" and (f.subject, f.thumbprint) not in before]
+            if lost:
+                problems = "; ".join(sorted(set(new.store.problems) - set(old.store.problems)))
+                return "store", lost[0].code or Code.STORE_FILE, f"{lost[0].detail} (unreadable now: {problems})"
+        return None
