@@ -1,0 +1,143 @@
+"""`sendpipe verify`: what a receiving partner does with a sendpipe entity (SPEC), with the `openssl` CLI.
+
+Built on worker/demo/partner.py's ``unwrap``, which runs ``openssl cms -decrypt`` (with the partner's
+certificate and key) and ``openssl cms -verify`` (against the trusted CA: chain, validity, S/MIME signing
+key usage) layer by layer, and none of sendpipe's own CMS code: a verdict from an independent
+implementation, on our output or on anything a partner sends us. OpenSSL's refusal is mapped to SPEC's
+exit codes from the step that failed and its reason.
+
+Exit codes: 0 good; 2 signature or integrity failure (content changed, not signed, malformed); 3 untrusted
+or invalid signer (chain, validity, key usage, signer certificate missing); 4 not encrypted for the given
+certificate; 1 other errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from worker.demo.partner import OpenSSLFailed, split_entity, unwrap
+from worker.errors import Code, SendpipeError, UsageError
+from worker.identity.certs import thumbprint_of
+
+# What OpenSSL 3 says, by the verdict it means.
+_UNTRUSTED = (
+    "certificate verify error",
+    "signer certificate not found",
+    "unable to get local issuer",
+    "self-signed certificate",
+    "self signed certificate",
+    "certificate has expired",
+    "certificate is not yet valid",
+    "unsupported certificate purpose",
+    "certificate revoked",
+)
+# With -recip, OpenSSL 3 reports a certificate that matches no RecipientInfo as "Error decrypting CMS
+# using private key" (CMS_decrypt_set1_pkey_and_peer) and nothing more; a content that does not decrypt
+# under the recipient's key fails later ("Error decrypting CMS structure", "bad decrypt").
+_NOT_FOR_US = ("error decrypting cms using private key", "no matching recipient", "no recipient matches")
+_EXIT = {Code.SIGNATURE_INVALID: 2, Code.SIGNER_UNTRUSTED: 3, Code.NOT_A_RECIPIENT: 4}
+
+
+def register(sub: Any) -> None:
+    """Add `verify` to the `sendpipe` parser."""
+    ver = sub.add_parser(
+        "verify",
+        help="Decrypt and verify an S/MIME entity as the receiving partner does (openssl), write the payload.",
+        description="Decrypt (when enveloped) with --cert/--key, verify the signature against --ca (chain, "
+        "validity, key usage) with the openssl command line, print the signer's subject and thumbprint and "
+        "write the payload. Exit 0 good, 2 signature/integrity failure, 3 untrusted or invalid signer, "
+        "4 not encrypted for --cert, 1 other errors.",
+    )
+    ver.add_argument("--ca", required=True, type=Path, help="trusted CA certificate(s), PEM")
+    ver.add_argument("--cert", type=Path, help="our (the recipient's) certificate, PEM")
+    ver.add_argument("--key", type=Path, help="its private key, PEM")
+    ver.add_argument("-o", "--output", type=Path, help="payload file (default: stdout; the report then goes to stderr)")
+    ver.add_argument("file", type=Path, help="the MIME entity as received (headers, blank line, body)")
+    ver.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together", code=Code.USAGE)
+    entity = _read(args.file, "entity")
+    for path in (args.ca, args.cert, args.key):
+        if path is not None:
+            _read(path, "file")
+    try:
+        found = _unwrap(entity, args)
+    except SendpipeError as exc:
+        if exc.code not in _EXIT:
+            raise
+        print(f"sendpipe: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return _EXIT[exc.code]
+    payload, subject, thumbprint, layers = found
+    report = sys.stdout if args.output else sys.stderr
+    print(f"signer: {subject}", file=report)
+    print(f"thumbprint: {thumbprint}", file=report)
+    print(f"layers: {' > '.join(layers)}", file=report)
+    if args.output:
+        try:
+            args.output.write_bytes(payload)
+        except OSError as exc:
+            raise SendpipeError(f"cannot write {args.output}: {exc.strerror}", code=Code.OUTPUT_UNWRITABLE) from None
+    else:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def _unwrap(entity: bytes, args: argparse.Namespace) -> tuple[bytes, str, str, tuple[str, ...]]:
+    try:
+        headers, _ = split_entity(entity)
+    except (OpenSSLFailed, UnicodeDecodeError):
+        raise SendpipeError("not a MIME entity (headers, CRLF CRLF, body)", code=Code.SIGNATURE_INVALID) from None
+    if "enveloped-data" in headers.get("content-type", "") and args.cert is None:
+        raise UsageError("the entity is encrypted: give --cert and --key of its recipient", code=Code.USAGE)
+    with tempfile.TemporaryDirectory(prefix="sendpipe-verify-") as tmp:
+        work = Path(tmp)
+        try:
+            found = unwrap(entity, work, ca_pem=args.ca, recip_cert=args.cert, recip_key=args.key)
+        except OpenSSLFailed as exc:
+            raise _verdict(str(exc)) from None
+        except (ValueError, UnicodeDecodeError) as exc:  # a multipart that does not parse, bad base64
+            raise SendpipeError(f"malformed entity: {exc}", code=Code.SIGNATURE_INVALID) from None
+        if found.signer_thumbprint is None:
+            raise SendpipeError(
+                f"the entity carries no signature (layers: {', '.join(found.layers) or 'none'})",
+                code=Code.SIGNATURE_INVALID,
+            )
+        signer_pem = sorted(work.glob("signer*.pem"))[-1]
+        cert = x509.load_pem_x509_certificate(signer_pem.read_bytes())
+        return found.payload, cert.subject.rfc4514_string(), thumbprint_of(cert), found.layers
+
+
+def _verdict(failure: str) -> SendpipeError:
+    text = failure.lower()
+    reason = failure.split("failed: ", 1)[-1].splitlines()
+    detail = next((line for line in reason if "error" in line.lower() or "failure" in line.lower()), failure)
+    if "cms -decrypt" in text:
+        if any(marker in text for marker in _NOT_FOR_US):
+            return SendpipeError(
+                f"not encrypted for the given certificate (openssl: {detail.strip()})", code=Code.NOT_A_RECIPIENT
+            )
+        return SendpipeError(
+            f"the encrypted content does not decrypt (openssl: {detail.strip()})", code=Code.SIGNATURE_INVALID
+        )
+    if any(marker in text for marker in _UNTRUSTED):
+        return SendpipeError(
+            f"the signer is not trusted or not valid (openssl: {detail.strip()})", code=Code.SIGNER_UNTRUSTED
+        )
+    return SendpipeError(f"the signature does not verify (openssl: {detail.strip()})", code=Code.SIGNATURE_INVALID)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SendpipeError(f"cannot read {what} {path}: {exc.strerror}", code=Code.FILE_UNREADABLE) from None
