@@ -74,7 +74,7 @@ def _layers(**props: Any) -> str:
     return "-".join(f"{v}" for v in props.values())
 
 
-CASES = [
+CASES: list[dict[str, Any]] = [
     {"signature_type": "BlobSign"},
     {"signature_type": "ClearSign"},
     {"signature_type": "BlobSign", "enable_encryption": True},
