@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One container = one sendpipe host instance (SPEC): `docker build -t sendpipe .`, then see docker-compose.yml.
 # Settings come from SENDPIPE_* variables and /run/secrets/<lower-case name> (e.g. sendpipe_store_password).
 FROM python:3.11-slim
@@ -23,14 +22,27 @@ RUN groupadd --system --gid 10001 sendpipe \
        --shell /usr/sbin/nologin sendpipe
 
 # Installed as root into the system site-packages and the source removed: the runtime user cannot change the code.
+# Behind a proxy or a private index (both optional; no BuildKit needed, the classic builder takes them too):
+#   --build-arg PIP_INDEX=https://pypi.example/simple   the index pip installs from
+#   --build-arg BUILD_CA_BUNDLE=proxy-ca.pem             a CA bundle (PEM) in the build context that pip trusts,
+#                                                        e.g. a TLS-inspecting proxy's; it stays out of the image
+# (the proxy itself: --build-arg HTTPS_PROXY=..., one of Docker's predefined build args).
+ARG PIP_INDEX=
+ARG BUILD_CA_BUNDLE=
 WORKDIR /tmp/sendpipe-src
 COPY . .
-RUN pip install . && rm -rf /tmp/sendpipe-src
+RUN set -eu; \
+    if [ -n "$BUILD_CA_BUNDLE" ]; then \
+        test -f "$BUILD_CA_BUNDLE" || { echo "BUILD_CA_BUNDLE=$BUILD_CA_BUNDLE: not in the build context" >&2; exit 1; }; \
+        export PIP_CERT="$PWD/$BUILD_CA_BUNDLE"; \
+    fi; \
+    pip install ${PIP_INDEX:+--index-url "$PIP_INDEX"} . && rm -rf /tmp/sendpipe-src
 
 USER sendpipe
 # Relative defaults (config/sendpipe.toml, stores/) resolve here; the compose file sets absolute paths.
 WORKDIR /srv/sendpipe
 
+# Readiness (default --ready): with SENDPIPE_METRICS_LISTEN set it asks /readyz, else the heartbeat file.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["sendpipe", "health"]
 # SIGTERM (Docker's default stop signal) drains in-flight messages and exits 0.
 ENTRYPOINT ["sendpipe"]

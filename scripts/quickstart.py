@@ -46,7 +46,7 @@ def _env(demo: Path, account: str, url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENDPIPE_")}
     env.update(
         SENDPIPE_AMQP_URL=url,
-        SENDPIPE_CONFIG=str(demo / "sendpipe.toml"),
+        SENDPIPE_CONFIG=str(demo / "config/sendpipe.toml"),
         SENDPIPE_HOST="SendHost",
         SENDPIPE_HOST_INSTANCE=f"{account}-1",
         SENDPIPE_SERVICE_ACCOUNT=account,
@@ -121,7 +121,7 @@ def _check(
 async def _main(args: argparse.Namespace) -> int:
     demo: Path = args.demo
     url = os.environ.get("SENDPIPE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    if not (demo / "sendpipe.toml").exists():
+    if not (demo / "config/sendpipe.toml").exists():
         _say(f"writing a demo group into {demo} (sendpipe demo init)")
         subprocess.run([SENDPIPE, "demo", "init", str(demo)], check=True, stdout=subprocess.DEVNULL)
     stop, ready = asyncio.Event(), asyncio.Event()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import os
 import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -36,7 +38,7 @@ PRIVATE = {
 }
 PUBLIC = {
     "ca/ca.pem",
-    "sendpipe.toml",
+    "config/sendpipe.toml",
     *(f"stores/{a}/{f}" for a in ACCOUNTS for f in ("other-people/fabrikam.cer", "other-people/northwind.cer")),
     *(f"stores/{a}/crls/demo-ca.crl" for a in ACCOUNTS),
 }
@@ -54,7 +56,7 @@ class Demo:
     def env(self, account: str = "svc-biztalk-a", host: str = "SendHost") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SENDPIPE_")}
         env.update(
-            SENDPIPE_CONFIG=str(self.root / "sendpipe.toml"),
+            SENDPIPE_CONFIG=str(self.root / "config/sendpipe.toml"),
             SENDPIPE_STORE_ROOT=str(self.root / "stores"),
             SENDPIPE_SERVICE_ACCOUNT=account,
             SENDPIPE_STORE_PASSWORD=self.password,
@@ -120,10 +122,10 @@ def test_partner_keys_never_enter_a_store(demo: Demo) -> None:
 
 
 def test_config_loads_with_a_windows_style_thumbprint(demo: Demo) -> None:
-    config = load_config(demo.root / "sendpipe.toml")
+    config = load_config(demo.root / "config/sendpipe.toml")
     signer = demo.store("svc-biztalk-a").signing(config.group.signing_thumbprint)
     assert config.group.name == "Contoso"
-    raw = (demo.root / "sendpipe.toml").read_text()
+    raw = (demo.root / "config/sendpipe.toml").read_text()
     windows = " ".join(signer.thumbprint[i : i + 2] for i in range(0, 40, 2)).lower()
     assert f'signing_thumbprint = "{windows}"' in raw
     assert set(config.pipelines) == {"SignAndEncrypt", "AS2", "SignOnly"}
@@ -147,7 +149,7 @@ def test_config_loads_with_a_windows_style_thumbprint(demo: Demo) -> None:
 
 @pytest.mark.parametrize("account", ACCOUNTS)
 def test_each_store_holds_the_signing_key_and_both_partners(demo: Demo, account: str) -> None:
-    config = load_config(demo.root / "sendpipe.toml")
+    config = load_config(demo.root / "config/sendpipe.toml")
     store = demo.store(account)
     assert store.problems == ()
     signer = store.signing(config.group.signing_thumbprint, check_crl=True)
@@ -165,7 +167,9 @@ def test_each_store_holds_the_signing_key_and_both_partners(demo: Demo, account:
 
 def test_certificates_are_issued_by_the_demo_ca_for_their_roles(demo: Demo) -> None:
     ca = x509.load_pem_x509_certificate((demo.root / "ca/ca.pem").read_bytes())
-    signer = demo.store("svc-biztalk-a").signing(load_config(demo.root / "sendpipe.toml").group.signing_thumbprint)
+    signer = demo.store("svc-biztalk-a").signing(
+        load_config(demo.root / "config/sendpipe.toml").group.signing_thumbprint
+    )
     signer.cert.verify_directly_issued_by(ca)
     ku = signer.cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.digital_signature and ku.content_commitment and not ku.key_encipherment
@@ -209,7 +213,47 @@ def test_existing_demo_is_kept_unless_forced(tmp_path: Path, capsys: pytest.Capt
     assert after[root / "secrets/sendpipe_store_password"] != before[root / "secrets/sendpipe_store_password"]
     assert after[root / "ca/ca.key"] != before[root / "ca/ca.key"]
     assert stat.S_IMODE(pfx.stat().st_mode) == 0o600
-    load_config(root / "sendpipe.toml")
+    load_config(root / "config/sendpipe.toml")
+
+
+def test_keep_existing_moves_an_old_top_level_config_into_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "demo"
+    assert cli.main(["demo", "init", str(root)]) == 0
+    config = (root / "config/sendpipe.toml").read_bytes()
+    (root / "config/sendpipe.toml").rename(root / "sendpipe.toml")  # the layout before 0.3
+    (root / "config").rmdir()
+    capsys.readouterr()
+    assert cli.main(["demo", "init", "--keep-existing", "--shown-as", "./demo", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert (root / "config/sendpipe.toml").read_bytes() == config and not (root / "sendpipe.toml").exists()
+    assert "moved demo/sendpipe.toml to demo/config/sendpipe.toml" in out
+    assert cli.main(["demo", "init", "--force", str(root)]) == 0
+    assert not (root / "sendpipe.toml").exists()
+
+
+def test_paths_are_printed_as_the_host_sees_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "init", "--shown-as", "./demo", str(tmp_path / "mnt")]) == 0
+    out = capsys.readouterr().out
+    assert "sendpipe demo written to demo:" in out and "export SENDPIPE_CONFIG=demo/config/sendpipe.toml" in out
+    assert str(tmp_path) not in out
+
+
+def test_an_unwritable_demo_directory_is_a_coded_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a container user that does not own ./demo (tests may run as root: the refusal is injected).
+    root = tmp_path / "demo"
+
+    def denied(path: Any, *args: Any, **kwargs: Any) -> int:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(os, "open", denied)
+    assert cli.main(["demo", "init", str(root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sendpipe: error [output-unwritable]: cannot write the demo: ")
+    assert f"uid {os.getuid()}" in err[0] and "SENDPIPE_UID" in err[0] and str(root) in err[0]
 
 
 @pytest.mark.parametrize(("account", "host"), [("svc-biztalk-a", "SendHost"), ("svc-biztalk-b", "AuditHost")])
@@ -240,6 +284,6 @@ def test_encode_output_is_opened_by_openssl(demo: Demo, port: str, tmp_path: Pat
         keys = {"recip_cert": demo.root / f"partners/{partner}.pem", "recip_key": demo.root / f"partners/{partner}.key"}
     result = unwrap(out.read_bytes(), tmp_path / "unwrap", ca_pem=demo.root / "ca/ca.pem", **keys)
     assert result.payload == payload.read_bytes()
-    signing = load_config(demo.root / "sendpipe.toml").group.signing_thumbprint
+    signing = load_config(demo.root / "config/sendpipe.toml").group.signing_thumbprint
     assert result.signer_thumbprint == normalize_thumbprint(signing)
     assert ("enveloped-data" in result.layers) == (partner is not None)

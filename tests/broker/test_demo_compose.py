@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shlex
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -47,8 +49,17 @@ PORTS = {  # send port -> (host, partner whose key opens it, or None when only s
 
 
 def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = YAML(typ="safe", pure=True).load(COMPOSE.read_text(encoding="utf-8"))
+    """The compose file as Compose reads it with no variables set (``${VAR:-default}`` -> default)."""
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), COMPOSE.read_text(encoding="utf-8"))
+    data: dict[str, Any] = YAML(typ="safe", pure=True).load(text)
     return data
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _schema() -> dict[str, Any]:
@@ -110,11 +121,17 @@ def test_dockerfile_promises() -> None:
     assert _instr("FROM") == ["python:3.11-slim"]
     assert _instr("USER")[-1] == "sendpipe"
     assert any("useradd" in run and "sendpipe" in run for run in _instr("RUN"))
-    assert any("pip install ." in run for run in _instr("RUN"))
+    assert any(re.search(r"pip install .*\. && rm -rf", run) for run in _instr("RUN"))
     assert [json.loads(a) for a in _instr("ENTRYPOINT")] == [["sendpipe"]]
     assert [json.loads(a) for a in _instr("CMD")] == [["run"]]
     (health,) = _instr("HEALTHCHECK")
     assert json.loads(health.split(" CMD ", 1)[1]) == ["sendpipe", "health"]
+    # Builds without Docker Hub (no frontend image to pull) and behind a TLS-inspecting proxy.
+    assert not DOCKERFILE.read_text().startswith("# syntax")
+    args = {a.split("=", 1)[0] for a in _instr("ARG")}
+    assert {"PIP_INDEX", "BUILD_CA_BUNDLE"} <= args
+    (install,) = [run for run in _instr("RUN") if "pip install" in run]
+    assert '${PIP_INDEX:+--index-url "$PIP_INDEX"}' in install and "BUILD_CA_BUNDLE" in install
     env = _image_env()
     assert env["SENDPIPE_HEALTH_FILE"] == "/tmp/sendpipe.health"
     assert env["MALLOC_ARENA_MAX"] == "2"
@@ -135,7 +152,13 @@ def test_compose_structure_promises() -> None:
 
     init = services["demo-init"]
     assert init["build"] == "." and init["command"][:2] == ["demo", "init"] and init["command"][-1] == "/demo"
+    assert init["command"][-3:-1] == ["--shown-as", "./demo"]  # it prints the paths you see, not /demo
     assert [(v["source"], v["target"]) for v in init["volumes"]] == [("./demo", "/demo")]
+    assert init["volumes"][0]["bind"]["create_host_path"] is False  # the engine would make ./demo root's
+
+    mailbox = services["partner-mailbox"]
+    assert mailbox["command"] == ["demo", "mailbox"] and mailbox["restart"] == "no"
+    assert mailbox["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
 
     assert compose["secrets"][SECRET] == {"file": f"./demo/secrets/{SECRET}"}
     for name, (account, host) in WORKERS.items():
@@ -145,20 +168,24 @@ def test_compose_structure_promises() -> None:
         assert urlsplit(env["SENDPIPE_AMQP_URL"]).hostname == "rabbitmq"
         assert "SENDPIPE_STORE_PASSWORD" not in env  # only as a secret
         assert svc["secrets"] == [SECRET]
-        assert svc["healthcheck"]["test"] == ["CMD", "sendpipe", "health"]
+        assert svc["healthcheck"]["test"] == ["CMD", "sendpipe", "health", "--ready"]
+        assert env["SENDPIPE_METRICS_LISTEN"] == "0.0.0.0:9464"
+        assert svc["logging"]["options"]["max-size"]  # rotated
         assert svc["depends_on"] == {
             "rabbitmq": {"condition": "service_healthy"},
             "demo-init": {"condition": "service_completed_successfully"},
+            "partner-mailbox": {"condition": "service_completed_successfully"},
         }
         assert not str(svc.get("user", "")).startswith(("0", "root"))
         assert "container_name" not in svc and "ports" not in svc  # or --scale could not work
         mounts = {v["target"]: v for v in svc["volumes"]}
         assert all(v["read_only"] for v in mounts.values()), name
-        assert mounts[env["SENDPIPE_CONFIG"]]["source"] == "./demo/sendpipe.toml"
+        # The config's folder, not the file: a replaced file (sed -i) is seen inside.
+        assert env["SENDPIPE_CONFIG"] == "/config/sendpipe.toml" and mounts["/config"]["source"] == "./demo/config"
         root = env["SENDPIPE_STORE_ROOT"]
         stores = {t: v["source"] for t, v in mounts.items() if t.startswith(root + "/") or t == root}
         assert stores == {f"{root}/{account}": f"./demo/stores/{account}"}, name  # its own store, nothing else
-        assert {v["source"] for v in mounts.values()} == {"./demo/sendpipe.toml", f"./demo/stores/{account}"}
+        assert {v["source"] for v in mounts.values()} == {"./demo/config", f"./demo/stores/{account}"}
 
 
 def test_the_secret_name_is_the_store_password_setting(tmp_path: Path) -> None:
@@ -207,6 +234,9 @@ def _service(compose: dict[str, Any], name: str, project: Path, work: Path, amqp
             assert urlsplit(value).hostname in compose["services"], value  # a service of this file
             assert amqp_url is not None
             value = amqp_url
+        elif key == "SENDPIPE_METRICS_LISTEN":
+            assert value.startswith("0.0.0.0:"), value  # each container's own network namespace: here, a free port
+            value = f"127.0.0.1:{_free_port()}"
         elif value.startswith("/"):
             value = str(_container_path(rootfs, value))
         env[key] = value
@@ -229,7 +259,7 @@ def _demo_init(compose: dict[str, Any], project: Path) -> None:
     for _ in range(2):  # the second `up` keeps the demo and still succeeds
         done = subprocess.run(init.argv, env=init.env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-    assert (project / "demo/sendpipe.toml").is_file()
+    assert (project / "demo/config/sendpipe.toml").is_file()
 
 
 class ServiceProcess(Worker):
@@ -290,10 +320,14 @@ async def test_compose_workers_deliver_what_partners_can_open(
     vhost: str, client: Client, project: Path, started: Any, tmp_path: Path
 ) -> None:
     compose = _compose()
+    # The partners' side first, as compose orders it (twice: a second `up` must also succeed).
+    mailbox = _service(compose, "partner-mailbox", project, tmp_path, vhost)
+    for _ in range(2):
+        done = subprocess.run(mailbox.argv, env=mailbox.env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
     procs = {name: started(_service(compose, name, project, tmp_path, vhost)) for name in WORKERS}
     for proc in procs.values():
         proc.wait_for("consumer.started", timeout_s=20)
-    capture = await client.capture()
     sent: dict[str, tuple[str, bytes]] = {}
     for i in range(4):
         for port in ("FabrikamOrders", "NorthwindInvoices"):
@@ -301,8 +335,21 @@ async def test_compose_workers_deliver_what_partners_can_open(
     sent["AuditCopy-0"] = ("AuditCopy", b"audit line\n")
     for mid, (port, body) in sent.items():
         await client.publish(port, body, message_id=mid)
-    got = {m.message_id: m for m in await client.drain(capture.name, len(sent), timeout_s=20)}
+    # Each partner's mailbox holds exactly that partner's messages; nothing was suspended or retried.
+    got = {}
+    for queue, partner_of in (
+        ("fabrikam", "FabrikamOrders"),
+        ("northwind", "NorthwindInvoices"),
+        ("audit", "AuditCopy"),
+    ):
+        count = sum(1 for port, _ in sent.values() if port == partner_of)
+        for msg in await client.drain(f"demo.partner.{queue}", count, timeout_s=20):
+            assert msg.headers["sendpipe-send-port"] == partner_of
+            got[msg.message_id] = msg
     assert set(got) == set(sent)
+    for host in ("SendHost", "AuditHost"):
+        assert await client.count(f"sendpipe.suspended.{host}") == 0
+    assert not any(proc.events("message.retry_scheduled") for proc in procs.values())
 
     demo = project / "demo"
     accounts: dict[str, set[str]] = {"SendHost": set(), "AuditHost": set()}
@@ -339,4 +386,9 @@ async def test_worker_healthcheck_passes_while_it_runs(vhost: str, project: Path
             break
         time.sleep(0.5)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("healthy: ready")  # asked of the instance's listener
+    live = subprocess.run(
+        [SENDPIPE, "health", "--live"], env=svc.env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert live.returncode == 0, live.stdout
     assert (svc.rootfs / "tmp/sendpipe.health").exists()  # the image's SENDPIPE_HEALTH_FILE, in the tmpfs

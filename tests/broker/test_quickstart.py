@@ -22,7 +22,7 @@ def test_make_run_shows_verified_deliveries_and_stops_cleanly(vhost: str, tmp_pa
     )  # fmt: skip
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert (demo / "sendpipe.toml").exists()  # written by `sendpipe demo init` on first run
+    assert (demo / "config/sendpipe.toml").exists()  # written by `sendpipe demo init` on first run
     verified = [line for line in out.splitlines() if line.strip().startswith("verified ")]
     assert len(verified) == 3, out
     assert all("identical to the sample" in line and "openssl cms -decrypt/-verify OK" in line for line in verified)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import secrets
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from worker.demo import mailbox
 from worker.errors import Code, SendpipeError
 from worker.identity.certs import thumbprint_of
 
@@ -24,6 +27,10 @@ ACCOUNTS = ("svc-biztalk-a", "svc-biztalk-b")
 PARTNERS = {"fabrikam": "Fabrikam, Inc.", "northwind": "Northwind Traders"}
 SECRET = "sendpipe_store_password"  # noqa: S105 - a file name: SENDPIPE_STORE_PASSWORD as a /run/secrets file
 SIGNING_FILE = "group-signing.pfx"
+# In a folder of its own, so a container can mount the folder (not the file) read-only: an edit that replaces
+# the file (sed -i, most editors) is then seen inside, where a file bind mount stays on the old inode.
+CONFIG_FILE = "config/sendpipe.toml"
+_LEGACY_CONFIG = "sendpipe.toml"  # demos written before 0.3 kept it at the top
 _PRIVATE = 0o600
 _PUBLIC = 0o644
 
@@ -69,7 +76,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="if DIR already holds a demo, keep it and exit 0 (for a one-shot init container)",
     )
+    init.add_argument(
+        "--shown-as",
+        metavar="PATH",
+        help="print paths as PATH instead of DIR (a container's /demo is ./demo on the host)",
+    )
     init.set_defaults(func=cmd_init)
+    mailbox.register(actions)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -79,18 +92,48 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     root: Path = args.dir.absolute()
-    marker = root / "sendpipe.toml"
-    if marker.exists() and not args.force:
+    shown = Path(args.shown_as) if args.shown_as else root
+    marker, legacy = root / CONFIG_FILE, root / _LEGACY_CONFIG
+    if (marker.exists() or legacy.exists()) and not args.force:
         if args.keep_existing:
-            print(f"demo already in {root}; kept it (use --force to replace it)")
+            if legacy.exists() and not marker.exists():
+                _guarded(root, lambda: _move_legacy_config(root))
+                print(f"moved {shown / _LEGACY_CONFIG} to {shown / CONFIG_FILE} (the compose file mounts the folder)")
+            print(f"demo already in {shown}; kept it (use --force to replace it)")
             return 0
-        raise SendpipeError(f"{root} already holds a demo ({marker}); use --force to replace it", code=Code.DEMO_EXISTS)
-    written = write_demo(root)
-    print(f"sendpipe demo written to {root}:")
+        raise SendpipeError(
+            f"{shown} already holds a demo ({shown / (CONFIG_FILE if marker.exists() else _LEGACY_CONFIG)}); "
+            "use --force to replace it",
+            code=Code.DEMO_EXISTS,
+        )
+    written = _guarded(root, lambda: write_demo(root))
+    print(f"sendpipe demo written to {shown}:")
     for path, mode in written:
         print(f"  {mode:04o}  {path.relative_to(root)}")
-    print(_instructions(root))
+    print(_instructions(shown))
     return 0
+
+
+T = TypeVar("T")
+
+
+def _guarded(root: Path, work: Callable[[], T]) -> T:
+    """An unwritable demo directory (a container user that does not own ./demo) is a coded error, not a traceback."""
+    try:
+        return work()
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else root
+        raise SendpipeError(
+            f"cannot write the demo: {where}: {exc.strerror or type(exc).__name__} (this process runs as uid "
+            f"{os.getuid()}, gid {os.getgid()}; the demo directory must be writable by that user: in containers "
+            "`mkdir -p demo` yourself and export SENDPIPE_UID=$(id -u) SENDPIPE_GID=$(id -g), see README)",
+            code=Code.OUTPUT_UNWRITABLE,
+        ) from None
+
+
+def _move_legacy_config(root: Path) -> None:
+    (root / CONFIG_FILE).parent.mkdir(exist_ok=True)
+    (root / _LEGACY_CONFIG).rename(root / CONFIG_FILE)
 
 
 def write_demo(root: Path) -> list[tuple[Path, int]]:
@@ -125,7 +168,9 @@ def write_demo(root: Path) -> list[tuple[Path, int]]:
         out.file(f"partners/{name}.key", partner.key_pem(), _PRIVATE)
         out.file(f"partners/{name}.pem", partner.cert_pem(), _PRIVATE)
     out.file(f"secrets/{SECRET}", password.encode(), _PRIVATE)
-    out.file("sendpipe.toml", _config(signer, partners).encode(), _PUBLIC)
+    with contextlib.suppress(FileNotFoundError):
+        (root / _LEGACY_CONFIG).unlink()  # --force over an old demo: one config, in its folder
+    out.file(CONFIG_FILE, _config(signer, partners).encode(), _PUBLIC)
     return out.written
 
 
@@ -281,7 +326,7 @@ def _instructions(root: Path) -> str:
     secret = root / "secrets" / SECRET
     return f"""
 Run a host instance of SendHost under service account {ACCOUNTS[0]} (or {ACCOUNTS[1]}; AuditHost likewise):
-  export SENDPIPE_CONFIG={q(str(root / "sendpipe.toml"))}
+  export SENDPIPE_CONFIG={q(str(root / CONFIG_FILE))}
   export SENDPIPE_STORE_ROOT={q(str(root / "stores"))}
   export SENDPIPE_SERVICE_ACCOUNT={ACCOUNTS[0]}
   export SENDPIPE_HOST=SendHost
