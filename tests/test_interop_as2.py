@@ -448,3 +448,67 @@ def test_unknown_values_are_refused(name: str, value: str) -> None:
 
 def test_message_mic_field_defaults_to_none() -> None:
     assert Message(body=b"", message_id="m", send_port="P").mic is None
+
+
+# -- AES-GCM AuthEnvelopedData (RFC 5083/5084) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("payload_name", ["text", "empty", "1mib"])
+@pytest.mark.parametrize("key_transport", ["RSA-PKCS1v15", "RSA-OAEP"])
+@pytest.mark.parametrize("cipher", ["AES128-GCM", "AES256-GCM"])
+@pytest.mark.parametrize("signature_type", ["NoSign", "ClearSign", "BlobSign"])
+def test_aes_gcm_auth_enveloped_data_decrypts_with_openssl(
+    chain_env: ChainEnv, tmp_path: Path, signature_type: str, cipher: str, key_transport: str, payload_name: str
+) -> None:
+    env = chain_env.base
+    payload, content_type = ti.PAYLOADS[payload_name]
+    out = ti.encode(
+        env,
+        payload,
+        content_type=content_type,
+        signature_type=signature_type,
+        enable_encryption=True,
+        encryption_algorithm=cipher,
+        key_encryption_algorithm=key_transport,
+    )
+    assert out.entity_content_type == 'application/pkcs7-mime; smime-type=authEnveloped-data; name="smime.p7m"'
+    assert out.recipient_thumbprint == env.partner.thumbprint
+    if len(payload) >= 32:
+        assert payload[:32] not in out.body
+    inner = ti.decrypt(env, tmp_path, out.body)
+    if signature_type != "NoSign":
+        inner, _, _ = ti.verify(env, tmp_path, signature_type, inner)
+    assert ti.payload_of(inner, content_type=content_type, cte="base64")[0] == payload
+    parsed = _asn1(tmp_path, _der_of(out.body, "BlobSign"))
+    bits = cipher[3:6]
+    assert "OBJECT            :id-smime-ct-authEnvelopedData" in parsed.splitlines()[1]
+    # RFC 5084 §3.2 GCMParameters: a 12-octet nonce, the 16-octet ICV written out (12 is the default).
+    params, nonce, icv_len = _after(parsed, f":aes-{bits}-gcm", 3)
+    assert params == "SEQUENCE"
+    assert nonce.startswith("OCTET STRING") and len(nonce.rsplit(":", 1)[1]) == 24
+    assert icv_len == "INTEGER :10"
+    assert "pkcs7-envelopedData" not in parsed
+
+
+@pytest.mark.parametrize("where", ["ciphertext", "tag"])
+def test_aes_gcm_refuses_a_changed_byte(chain_env: ChainEnv, tmp_path: Path, where: str) -> None:
+    # What GCM adds over CBC: openssl itself refuses a modified ciphertext or tag (no signature needed).
+    env = chain_env.base
+    out = ti.encode(env, ti.BINARY, enable_encryption=True, encryption_algorithm="AES256-GCM")
+    head, _, body = out.body.partition(CRLF + CRLF)
+    der = bytearray(base64.b64decode(b"".join(body.split(CRLF))))
+    der[-1 if where == "tag" else -100] ^= 0x01
+    (tmp_path / "entity.eml").write_bytes(head + CRLF + CRLF + base64.encodebytes(bytes(der)).replace(b"\n", CRLF))
+    refused = ti.openssl(
+        "cms", "-decrypt", "-binary", "-in", tmp_path / "entity.eml", "-inkey", env.partner_key,
+        "-recip", env.partner_pem, "-out", tmp_path / "out", ok=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    ti.decrypt(env, tmp_path, out.body)  # the unmodified entity decrypts
+
+
+def test_gcm_with_legacy_media_types_is_refused() -> None:
+    with pytest.raises(ValidationError) as exc:
+        EncoderProperties(enable_encryption=True, encryption_algorithm="AES256-GCM", legacy_media_types=True)
+    assert "AuthEnvelopedData" in str(exc.value)
+    assert EncoderProperties.model_validate({"encryption_algorithm": "aes128_gcm"}).encryption_algorithm == "AES128-GCM"

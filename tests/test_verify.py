@@ -88,6 +88,14 @@ CASES: list[dict[str, Any]] = [
         "legacy_media_types": True,
         "micalg_format": "legacy",
     },
+    {"signature_type": "BlobSign", "enable_encryption": True, "encryption_algorithm": "AES256-GCM"},
+    {
+        "signature_type": "ClearSign",
+        "enable_encryption": True,
+        "encryption_algorithm": "AES128-GCM",
+        "key_encryption_algorithm": "RSA-OAEP",
+        "content_transfer_encoding": "binary",
+    },
 ]
 
 
@@ -188,3 +196,21 @@ def test_a_changed_ciphertext_byte_is_exit_2(venv: VerifyEnv, tmp_path: Path) ->
     code, recovered, _, stderr = _run(venv, tmp_path, tampered, cert=venv.env.partner_pem, key=venv.env.partner_key)
     assert code == 2, stderr
     assert recovered == b""
+
+
+@pytest.mark.parametrize("where", [-1, -100], ids=["tag", "ciphertext"])
+def test_gcm_changed_byte_is_exit_2_and_wrong_recipient_exit_4(venv: VerifyEnv, tmp_path: Path, where: int) -> None:
+    out = ti.encode(
+        venv.env, ti.BINARY, signature_type="BlobSign", enable_encryption=True, encryption_algorithm="AES256-GCM"
+    )
+    head, _, body = out.body.partition(CRLF + CRLF)
+    der = bytearray(base64.b64decode(b"".join(body.split(CRLF))))
+    der[where] ^= 0x01
+    tampered = head + CRLF + CRLF + base64.encodebytes(bytes(der)).replace(b"\n", CRLF)
+    code, recovered, _, stderr = _run(venv, tmp_path, tampered, cert=venv.env.partner_pem, key=venv.env.partner_key)
+    assert code == 2, stderr
+    assert recovered == b""
+    code, _, _, stderr = _run(venv, tmp_path, out.body, cert=venv.env.partner_b_pem, key=venv.env.partner_b_key)
+    assert code == 4, stderr
+    code, _, stdout, _ = _run(venv, tmp_path, out.body, cert=venv.env.partner_pem, key=venv.env.partner_key)
+    assert code == 0 and "layers: authEnveloped-data > signed-data" in stdout

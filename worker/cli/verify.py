@@ -14,6 +14,7 @@ certificate; 1 other errors.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -97,24 +98,40 @@ def _unwrap(entity: bytes, args: argparse.Namespace) -> tuple[bytes, str, str, t
         headers, _ = split_entity(entity)
     except (OpenSSLFailed, UnicodeDecodeError):
         raise SendpipeError("not a MIME entity (headers, CRLF CRLF, body)", code=Code.SIGNATURE_INVALID) from None
-    if "enveloped-data" in headers.get("content-type", "") and args.cert is None:
+    content_type = headers.get("content-type", "").lower()
+    if "enveloped-data" in content_type and args.cert is None:
         raise UsageError("the entity is encrypted: give --cert and --key of its recipient", code=Code.USAGE)
     with tempfile.TemporaryDirectory(prefix="sendpipe-verify-") as tmp:
         work = Path(tmp)
+        outer: tuple[str, ...] = ()
         try:
+            if "smime-type=authenveloped-data" in content_type:
+                # AES-GCM (RFC 5083): unwrap knows enveloped-data only; openssl decrypts both alike.
+                entity, outer = _decrypt(entity, work, args.cert, args.key), ("authEnveloped-data",)
             found = unwrap(entity, work, ca_pem=args.ca, recip_cert=args.cert, recip_key=args.key)
         except OpenSSLFailed as exc:
             raise _verdict(str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:  # a multipart that does not parse, bad base64
             raise SendpipeError(f"malformed entity: {exc}", code=Code.SIGNATURE_INVALID) from None
+        layers = outer + found.layers
         if found.signer_thumbprint is None:
             raise SendpipeError(
-                f"the entity carries no signature (layers: {', '.join(found.layers) or 'none'})",
+                f"the entity carries no signature (layers: {', '.join(layers) or 'none'})",
                 code=Code.SIGNATURE_INVALID,
             )
         signer_pem = sorted(work.glob("signer*.pem"))[-1]
         cert = x509.load_pem_x509_certificate(signer_pem.read_bytes())
-        return found.payload, cert.subject.rfc4514_string(), thumbprint_of(cert), found.layers
+        return found.payload, cert.subject.rfc4514_string(), thumbprint_of(cert), layers
+
+
+def _decrypt(entity: bytes, work: Path, cert: Path, key: Path) -> bytes:
+    src, out = work / "auth-enveloped.eml", work / "auth-enveloped.out"
+    src.write_bytes(entity)
+    argv = ["openssl", "cms", "-decrypt", "-binary", "-in", str(src), "-inkey", str(key), "-recip", str(cert)]
+    done = subprocess.run([*argv, "-out", str(out)], capture_output=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise OpenSSLFailed(f"openssl cms -decrypt failed: {done.stderr.decode(errors='replace').strip()}")
+    return out.read_bytes()
 
 
 def _verdict(failure: str) -> SendpipeError:

@@ -9,7 +9,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from worker.errors import CertificateError, Code
@@ -21,8 +21,10 @@ from worker.smime.body import Body
 from worker.smime.cms import (
     CIPHERS,
     DIGESTS,
+    GCM_CIPHERS,
     Recipient,
     Signer,
+    auth_enveloped_data,
     enveloped_data,
     issuer_and_serial,
     signed_data,
@@ -35,6 +37,7 @@ _LEGACY_CIPHERS = {"DES", "DES3", "3DES", "TRIPLEDES", "RC2", "RC2-40", "RC2-64"
 _LEGACY_DIGESTS = {"SHA1", "SHA-1", "MD5"}
 _P7M = 'application/{}pkcs7-mime; smime-type={}; name="smime.p7m"'
 _P7M_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7m"')
+_CIPHER_NAMES = {n.replace("-", ""): n for n in (*CIPHERS, *GCM_CIPHERS)}  # "aes256-gcm" -> "AES256-GCM"
 _CHAIN_DEPTH = 8  # intermediate CAs followed above the signer at most
 
 
@@ -46,7 +49,7 @@ class EncoderProperties(BaseModel):
     signature_type: Literal["NoSign", "ClearSign", "BlobSign"] = "NoSign"
     add_signing_cert_to_message: bool = True
     enable_encryption: bool = False
-    encryption_algorithm: Literal["AES128", "AES192", "AES256"] = "AES128"
+    encryption_algorithm: Literal["AES128", "AES192", "AES256", "AES128-GCM", "AES256-GCM"] = "AES128"
     signing_algorithm: Literal["SHA256", "SHA384", "SHA512"] = "SHA256"
     content_transfer_encoding: Literal["base64", "binary", "quoted-printable"] = "base64"
     check_revocation_list: bool = False
@@ -69,7 +72,18 @@ class EncoderProperties(BaseModel):
                 "use AES256 (or AES128)",
                 {"value": value},
             )
-        return name if name in CIPHERS else value
+        return _CIPHER_NAMES.get(name, value)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> EncoderProperties:
+        if self.legacy_media_types and self.encryption_algorithm in GCM_CIPHERS:
+            raise PydanticCustomError(
+                "algorithm_not_supported",
+                "legacy_media_types cannot carry {value}: the receivers that need application/x-pkcs7-mime "
+                "predate AuthEnvelopedData (RFC 5083); use AES256 with legacy_media_types, or drop it",
+                {"value": self.encryption_algorithm},
+            )
+        return self
 
     @field_validator("signing_algorithm", mode="before")
     @classmethod
@@ -94,7 +108,8 @@ class MimeSmimeEncoder:
         self.props = props
         self.ctx = ctx
         self._digest = DIGESTS[props.signing_algorithm]
-        self._cipher = CIPHERS[props.encryption_algorithm]
+        self._cipher = CIPHERS.get(props.encryption_algorithm)
+        self._gcm_bits = GCM_CIPHERS.get(props.encryption_algorithm, 0)
         self._micalg = self._digest.micalg if props.micalg_format == "rfc5751" else self._digest.legacy_micalg
         self._x = "x-" if props.legacy_media_types else ""
         self._pss = props.rsa_signature_scheme == "PSS"
@@ -132,9 +147,13 @@ class MimeSmimeEncoder:
         recipient = None
         if self.props.enable_encryption:
             target = self._recipient(message)
-            der = enveloped_data(target, self._cipher, body.entity(headers), oaep=self._oaep)
             recipient = target.thumbprint
-            headers, body = self._pkcs7_part("enveloped-data"), der.base64()
+            if self._cipher is not None:
+                der = enveloped_data(target, self._cipher, body.entity(headers), oaep=self._oaep)
+                headers, body = self._pkcs7_part("enveloped-data"), der.base64()
+            else:
+                der = auth_enveloped_data(target, self._gcm_bits, body.entity(headers), oaep=self._oaep)
+                headers, body = self._pkcs7_part("authEnveloped-data"), der.base64()
         outer = [("MIME-Version", "1.0"), *headers]
         entity = body.entity(outer).materialize()
         mic = None

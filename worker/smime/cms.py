@@ -21,7 +21,7 @@ from itertools import chain
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, algorithms, modes
 
 from worker.identity.keys import PrivateKey, SigningIdentity
 from worker.smime import mime
@@ -32,6 +32,9 @@ _V0, _V1 = integer(0), integer(1)
 _DATA = oid("1.2.840.113549.1.7.1")
 _SIGNED_DATA = oid("1.2.840.113549.1.7.2")
 _ENVELOPED_DATA = oid("1.2.840.113549.1.7.3")
+_AUTH_ENVELOPED_DATA = oid("1.2.840.113549.1.9.16.1.23")  # RFC 5083 §1 id-ct-authEnvelopedData
+_AES_GCM = {128: oid("2.16.840.1.101.3.4.1.6"), 256: oid("2.16.840.1.101.3.4.1.46")}  # RFC 5084 §3.2
+_GCM_NONCE, _GCM_TAG = 12, 16
 _RSA = tlv(0x30, oid("1.2.840.113549.1.1.1"), NULL)  # rsaEncryption: RSA signatures and key transport
 _AES = {128: oid("2.16.840.1.101.3.4.1.2"), 192: oid("2.16.840.1.101.3.4.1.22"), 256: oid("2.16.840.1.101.3.4.1.42")}
 _CONTENT_TYPE_ATTR = tlv(0x30, oid("1.2.840.113549.1.9.3"), tlv(0x31, _DATA))
@@ -89,6 +92,8 @@ CIPHERS: dict[str, CipherSpec] = {
     "AES192": (algorithms.AES, 192),
     "AES256": (algorithms.AES256, 256),
 }
+# AuthEnvelopedData with AES-GCM (RFC 5083/5084): the key size in bits.
+GCM_CIPHERS: dict[str, int] = {"AES128-GCM": 128, "AES256-GCM": 256}
 DIGESTS: dict[str, Digest] = {
     "SHA256": _sha(hashes.SHA256, "sha-256", 1),
     "SHA384": _sha(hashes.SHA384, "sha-384", 2),
@@ -412,3 +417,69 @@ def enveloped_data(recipient: Recipient, cipher: CipherSpec, plain: Body, *, oae
         yield encryptor.update(bytes((pad,)) * pad) + encryptor.finalize()
 
     return Body(len(start) + padded, stream)
+
+
+def gcm_parameters(nonce: bytes) -> bytes:
+    """The content-encryption algorithm's parameters for AES-GCM (RFC 5084 §3.2)::
+
+        GCMParameters ::= SEQUENCE {
+            aes-nonce        OCTET STRING,  -- recommended size is 12 octets
+            aes-ICVlen       AES-GCM-ICVlen DEFAULT 12 }
+        AES-GCM-ICVlen ::= INTEGER (12 | 13 | 14 | 15 | 16)
+
+    A 12-octet nonce and the full 16-octet tag, which is not the default and so is written out.
+    """
+    return tlv(0x30, tlv(0x04, nonce), integer(_GCM_TAG))
+
+
+def auth_enveloped_data(recipient: Recipient, bits: int, plain: Body, *, oaep: bool = False) -> Body:
+    """CMS AuthEnvelopedData (RFC 5083 §2.1) with AES-GCM (RFC 5084), one RSA key-transport recipient::
+
+        AuthEnvelopedData ::= SEQUENCE {
+            version CMSVersion,                                   -- always 0
+            originatorInfo [0] IMPLICIT OriginatorInfo OPTIONAL,
+            recipientInfos RecipientInfos,
+            authEncryptedContentInfo EncryptedContentInfo,
+            authAttrs [1] IMPLICIT AuthAttributes OPTIONAL,
+            mac MessageAuthenticationCode,                        -- OCTET STRING: the GCM tag
+            unauthAttrs [2] IMPLICIT UnauthAttributes OPTIONAL }
+        EncryptedContentInfo ::= SEQUENCE {
+            contentType ContentType,
+            contentEncryptionAlgorithm ContentEncryptionAlgorithmIdentifier,  -- id-aes*-GCM, GCMParameters
+            encryptedContent [0] IMPLICIT EncryptedContent OPTIONAL }
+
+    No authAttrs, so the additional authenticated data is empty (RFC 5083 §2.2). GCM needs no padding:
+    the ciphertext is as long as the plaintext and streams; the tag follows it.
+    """
+    key, nonce = os.urandom(bits // 8), os.urandom(_GCM_NONCE)
+    transport = key_trans_recipient_info(recipient, key, oaep=oaep)
+    mac = tlv(0x04, bytes(_GCM_TAG))  # its size; the tag itself is known once the content is encrypted
+    content_info = _DATA + tlv(0x30, _AES_GCM[bits], gcm_parameters(nonce)) + hdr(0x80, plain.length)
+    fields = _V0 + tlv(0x31, transport) + hdr(0x30, len(content_info) + plain.length) + content_info
+    size = len(fields) + plain.length + len(mac)
+    sequence = hdr(0x30, size)
+    explicit = hdr(0xA0, len(sequence) + size)
+    start = (
+        hdr(0x30, len(_AUTH_ENVELOPED_DATA) + len(explicit) + len(sequence) + size)
+        + _AUTH_ENVELOPED_DATA
+        + explicit
+        + sequence
+        + fields
+    )
+
+    def tag_of(encryptor: AEADEncryptionContext) -> bytes:
+        return tlv(0x04, encryptor.tag)
+
+    if plain.data is not None and plain.length <= EAGER:
+        encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+        sealed = encryptor.update(plain.data) + encryptor.finalize()
+        return Body.eager(b"".join((start, sealed, tag_of(encryptor))))
+
+    def stream() -> Iterator[mime.Chunk]:
+        yield start
+        encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+        for chunk in plain.chunks():
+            yield encryptor.update(chunk)
+        yield encryptor.finalize() + tag_of(encryptor)
+
+    return Body(len(start) + plain.length + len(mac), stream)
