@@ -7,13 +7,14 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+import structlog
 from pki import Issued, StoreFactory, TestPKI
 
 from worker.config.model import Config, in_force
 from worker.errors import Code, ConfigError
 from worker.message import Message
 from worker.pipeline.catalogue import load_config
-from worker.pipeline.preflight import preflight
+from worker.pipeline.preflight import log_findings, preflight
 from worker.pipeline.runtime import Runtime
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the test certificates are valid from a day ago
@@ -214,3 +215,19 @@ def test_preflight_a_scheduled_certificate_not_valid_at_its_from_is_flagged(
     rows = {(f.role, f.thumbprint): f for f in preflight(config, store, "SendHost", warn_days=30, now=T0)}
     flagged = rows[("signing", short.thumbprint)]
     assert flagged.level == "warning" and flagged.status.startswith(Code.SIGNING_CERT_EXPIRED)
+
+
+def test_a_scheduled_certificate_due_and_missing_is_logged_at_start_and_daily(
+    tmp_path: Path, make_store: StoreFactory, signer_rsa2048: Issued, signer_ec: Issued, partner: Issued
+) -> None:
+    switch = T0 + dt.timedelta(days=2)
+    config = _config(
+        tmp_path, signer_rsa2048.thumbprint, signer_ec.thumbprint, partner.thumbprint, partner.thumbprint, switch
+    )
+    store = make_store("svc-a", personal=[signer_rsa2048], other_people=[partner])
+    with structlog.testing.capture_logs() as logs:
+        log_findings(structlog.get_logger("t"), preflight(config, store, "SendHost", warn_days=30, now=T0))
+    (line,) = [e for e in logs if e["event"] == "cert.scheduled_not_ready"]
+    assert line["thumbprint"] == signer_ec.thumbprint and line["takes_over"] == _iso(switch)
+    assert line["error_code"] == "scheduled-cert-not-ready" and line["store"].endswith("personal")
+    assert not [e for e in logs if e["event"] in {"cert.problem", "cert.expiring"}]

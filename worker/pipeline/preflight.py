@@ -186,7 +186,11 @@ def log_findings(log: Any, findings: list[Finding]) -> None:
     for f in findings:
         if f.level in {"warning", "error"}:
             log.warning(
-                "cert.problem" if f.level == "error" else "cert.expiring",
+                "cert.problem"
+                if f.level == "error"
+                else "cert.scheduled_not_ready"
+                if f.code == Code.SCHEDULED_CERT_NOT_READY
+                else "cert.expiring",
                 role=f.role,
                 subject=f.subject,
                 thumbprint=f.thumbprint,
