@@ -18,6 +18,7 @@ import base64
 import dataclasses
 import hashlib
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -512,3 +513,70 @@ def test_gcm_with_legacy_media_types_is_refused() -> None:
         EncoderProperties(enable_encryption=True, encryption_algorithm="AES256-GCM", legacy_media_types=True)
     assert "AuthEnvelopedData" in str(exc.value)
     assert EncoderProperties.model_validate({"encryption_algorithm": "aes128_gcm"}).encryption_algorithm == "AES128-GCM"
+
+
+# -- compression (RFC 3274) -----------------------------------------------------------------------
+# This openssl has no zlib (`openssl cms -uncompress`: "unsupported compression algorithm"), so: openssl
+# parses the CompressedData (``-cmsout -print``, asn1parse for where eContent lies), the standard
+# library's zlib inflates it, openssl decrypts and verifies every other layer.
+
+
+def _uncompress(tmp_path: Path, entity: bytes) -> bytes:
+    headers, body = ti.parse_entity(entity)
+    assert headers["content-type"] == 'application/pkcs7-mime; smime-type=compressed-data; name="smime.p7z"'
+    assert headers["content-disposition"] == 'attachment; filename="smime.p7z"'
+    der = ti.decode_cte(headers["content-transfer-encoding"], body)
+    (tmp_path / "compressed.der").write_bytes(der)
+    printed = ti.openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", tmp_path / "compressed.der").stdout
+    text = printed.decode()
+    assert "contentType: id-smime-ct-compressedData (1.2.840.113549.1.9.16.1.9)" in text
+    assert re.search(
+        r"version: 0\s+compressionAlgorithm:\s+algorithm: zlib compression.*\n\s+parameter: <ABSENT>", text
+    )
+    assert "eContentType: pkcs7-data" in text
+    last = _asn1(tmp_path, der).splitlines()[-1]  # eContent's OCTET STRING is the last element
+    match = re.match(r"\s*(\d+):d=5\s+hl=(\d+)\s+l=\s*(\d+)\s+prim: OCTET STRING", last)
+    assert match, last
+    offset, header, length = map(int, match.groups())
+    assert offset + header + length == len(der)
+    return zlib.decompress(der[offset + header :])
+
+
+@pytest.mark.parametrize("payload_name", ["text", "1mib"])
+@pytest.mark.parametrize("encrypted", [False, True], ids=["clear", "encrypted"])
+@pytest.mark.parametrize("signature_type", ["NoSign", "ClearSign", "BlobSign"])
+@pytest.mark.parametrize("compression", ["before_signing", "after_signing"])
+def test_compression_layers_open_in_order(
+    chain_env: ChainEnv,
+    tmp_path: Path,
+    compression: str,
+    signature_type: str,
+    encrypted: bool,
+    payload_name: str,
+) -> None:
+    env = chain_env.base
+    payload, content_type = ti.PAYLOADS[payload_name]
+    out = ti.encode(
+        env,
+        payload,
+        content_type=content_type,
+        signature_type=signature_type,
+        enable_encryption=encrypted,
+        compression=compression,
+    )
+    entity = ti.decrypt(env, tmp_path, out.body) if encrypted else out.body
+    if compression == "after_signing" or signature_type == "NoSign":
+        entity = _uncompress(tmp_path, entity)
+    if signature_type != "NoSign":
+        signed, _, _ = ti.verify(env, tmp_path, signature_type, entity)
+        # The MIC is over what was signed: the compressed entity when compressing before signing (RFC 5402).
+        assert out.mic == base64.b64encode(hashlib.sha256(signed).digest()).decode() + ", sha-256"
+        entity = _uncompress(tmp_path, signed) if compression == "before_signing" else signed
+    assert ti.payload_of(entity, content_type=content_type, cte="base64")[0] == payload
+
+
+def test_compression_shrinks_text(chain_env: ChainEnv) -> None:
+    env = chain_env.base
+    plain = ti.encode(env, ti.TEXT * 200, signature_type="BlobSign")
+    packed = ti.encode(env, ti.TEXT * 200, signature_type="BlobSign", compression="after_signing")
+    assert len(packed.body) < len(plain.body) / 2

@@ -89,6 +89,15 @@ CASES: list[dict[str, Any]] = [
         "micalg_format": "legacy",
     },
     {"signature_type": "BlobSign", "enable_encryption": True, "encryption_algorithm": "AES256-GCM"},
+    {"signature_type": "ClearSign", "enable_encryption": True, "compression": "before_signing"},
+    {"signature_type": "ClearSign", "enable_encryption": True, "compression": "after_signing"},
+    {"signature_type": "BlobSign", "compression": "before_signing"},
+    {
+        "signature_type": "BlobSign",
+        "enable_encryption": True,
+        "encryption_algorithm": "AES256-GCM",
+        "compression": "after_signing",
+    },
     {
         "signature_type": "ClearSign",
         "enable_encryption": True,
@@ -214,3 +223,16 @@ def test_gcm_changed_byte_is_exit_2_and_wrong_recipient_exit_4(venv: VerifyEnv, 
     assert code == 4, stderr
     code, _, stdout, _ = _run(venv, tmp_path, out.body, cert=venv.env.partner_pem, key=venv.env.partner_key)
     assert code == 0 and "layers: authEnveloped-data > signed-data" in stdout
+
+
+def test_verify_names_the_layers_it_opened(venv: VerifyEnv, tmp_path: Path) -> None:
+    out = ti.encode(venv.env, ti.TEXT, signature_type="ClearSign", enable_encryption=True, compression="after_signing")
+    code, recovered, stdout, _ = _run(venv, tmp_path, out.body, cert=venv.env.partner_pem, key=venv.env.partner_key)
+    assert code == 0 and recovered == ti.TEXT
+    assert "layers: enveloped-data > compressed-data > multipart/signed" in stdout
+
+
+def test_compressed_but_unsigned_is_exit_2(venv: VerifyEnv, tmp_path: Path) -> None:
+    out = ti.encode(venv.env, ti.TEXT, compression="after_signing")
+    code, _, _, stderr = _run(venv, tmp_path, out.body)
+    assert code == 2 and "no signature" in stderr and "compressed-data" in stderr

@@ -2,7 +2,9 @@
 
 Built on worker/demo/partner.py's ``unwrap``, which runs ``openssl cms -decrypt`` (with the partner's
 certificate and key) and ``openssl cms -verify`` (against the trusted CA: chain, validity, S/MIME signing
-key usage) layer by layer, and none of sendpipe's own CMS code: a verdict from an independent
+key usage) layer by layer (AuthEnvelopedData, which unwrap does not know, is decrypted here with ``openssl cms
+-decrypt`` too; CompressedData is read with ``openssl asn1parse`` and inflated with zlib, since OpenSSL is
+often built without zlib), and none of sendpipe's own CMS code: a verdict from an independent
 implementation, on our output or on anything a partner sends us. OpenSSL's refusal is mapped to SPEC's
 exit codes from the step that failed and its reason.
 
@@ -14,9 +16,11 @@ certificate; 1 other errors.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ _UNTRUSTED = (
 # using private key" (CMS_decrypt_set1_pkey_and_peer) and nothing more; a content that does not decrypt
 # under the recipient's key fails later ("Error decrypting CMS structure", "bad decrypt").
 _NOT_FOR_US = ("error decrypting cms using private key", "no matching recipient", "no recipient matches")
+_MAX_ROUNDS = 4  # compressed-data can sit between the other layers: unwrap again after each
 _EXIT = {Code.SIGNATURE_INVALID: 2, Code.SIGNER_UNTRUSTED: 3, Code.NOT_A_RECIPIENT: 4}
 
 
@@ -102,26 +107,63 @@ def _unwrap(entity: bytes, args: argparse.Namespace) -> tuple[bytes, str, str, t
     if "enveloped-data" in content_type and args.cert is None:
         raise UsageError("the entity is encrypted: give --cert and --key of its recipient", code=Code.USAGE)
     with tempfile.TemporaryDirectory(prefix="sendpipe-verify-") as tmp:
-        work = Path(tmp)
-        outer: tuple[str, ...] = ()
+        layers: list[str] = []
+        signer_pem: Path | None = None
         try:
-            if "smime-type=authenveloped-data" in content_type:
-                # AES-GCM (RFC 5083): unwrap knows enveloped-data only; openssl decrypts both alike.
-                entity, outer = _decrypt(entity, work, args.cert, args.key), ("authEnveloped-data",)
-            found = unwrap(entity, work, ca_pem=args.ca, recip_cert=args.cert, recip_key=args.key)
+            for step in range(_MAX_ROUNDS):
+                work = Path(tmp) / f"round{step}"
+                work.mkdir()
+                if "smime-type=authenveloped-data" in _content_type(entity):
+                    # AES-GCM (RFC 5083): unwrap knows enveloped-data only; openssl decrypts both alike.
+                    entity = _decrypt(entity, work, args.cert, args.key)
+                    layers.append("authEnveloped-data")
+                found = unwrap(entity, work, ca_pem=args.ca, recip_cert=args.cert, recip_key=args.key)
+                layers.extend(found.layers)
+                if found.signer_thumbprint is not None:
+                    signer_pem = sorted(work.glob("signer*.pem"))[-1]
+                if "smime-type=compressed-data" not in found.content_type.lower():
+                    break
+                entity = _inflate(found.payload, work)  # RFC 3274: the entity inside goes round again
+                layers.append("compressed-data")
+            else:
+                raise SendpipeError(f"too many layers: {', '.join(layers)}", code=Code.SIGNATURE_INVALID)
         except OpenSSLFailed as exc:
             raise _verdict(str(exc)) from None
-        except (ValueError, UnicodeDecodeError) as exc:  # a multipart that does not parse, bad base64
+        except (ValueError, UnicodeDecodeError, zlib.error) as exc:  # a multipart that does not parse, bad base64
             raise SendpipeError(f"malformed entity: {exc}", code=Code.SIGNATURE_INVALID) from None
-        layers = outer + found.layers
-        if found.signer_thumbprint is None:
+        if signer_pem is None:
             raise SendpipeError(
                 f"the entity carries no signature (layers: {', '.join(layers) or 'none'})",
                 code=Code.SIGNATURE_INVALID,
             )
-        signer_pem = sorted(work.glob("signer*.pem"))[-1]
         cert = x509.load_pem_x509_certificate(signer_pem.read_bytes())
-        return found.payload, cert.subject.rfc4514_string(), thumbprint_of(cert), layers
+        return found.payload, cert.subject.rfc4514_string(), thumbprint_of(cert), tuple(layers)
+
+
+def _content_type(entity: bytes) -> str:
+    headers, _ = split_entity(entity)
+    return headers.get("content-type", "").lower()
+
+
+def _inflate(der: bytes, work: Path) -> bytes:
+    """The content of a CompressedData (RFC 3274): openssl reads the structure, zlib inflates eContent.
+
+    (``openssl cms -uncompress`` needs an OpenSSL built with zlib, which distributions often are not.)
+    """
+    src = work / "compressed.der"
+    src.write_bytes(der)
+    argv = ["openssl", "asn1parse", "-inform", "DER", "-in", str(src)]
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    lines = done.stdout.decode(errors="replace").splitlines()
+    if done.returncode != 0 or len(lines) < 2 or ":id-smime-ct-compressedData" not in lines[1]:
+        raise OpenSSLFailed("openssl asn1parse failed: not a CMS CompressedData")
+    if not any(":zlib compression" in line for line in lines):
+        raise SendpipeError("compressed-data with another algorithm than zlib", code=Code.SIGNATURE_INVALID)
+    match = re.match(r"\s*(\d+):d=5\s+hl=(\d+)\s+l=\s*(\d+)\s+prim: OCTET STRING", lines[-1])
+    if match is None:
+        raise ValueError("compressed-data without its eContent")
+    offset, header, length = map(int, match.groups())
+    return zlib.decompress(der[offset + header : offset + header + length])
 
 
 def _decrypt(entity: bytes, work: Path, cert: Path, key: Path) -> bytes:

@@ -25,6 +25,7 @@ from worker.smime.cms import (
     Recipient,
     Signer,
     auth_enveloped_data,
+    compressed_data,
     enveloped_data,
     issuer_and_serial,
     signed_data,
@@ -37,6 +38,9 @@ _LEGACY_CIPHERS = {"DES", "DES3", "3DES", "TRIPLEDES", "RC2", "RC2-40", "RC2-64"
 _LEGACY_DIGESTS = {"SHA1", "SHA-1", "MD5"}
 _P7M = 'application/{}pkcs7-mime; smime-type={}; name="smime.p7m"'
 _P7M_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7m"')
+# RFC 3274 §2: compressed-data travels as application/pkcs7-mime, file name extension .p7z.
+_P7Z = 'application/{}pkcs7-mime; smime-type=compressed-data; name="smime.p7z"'
+_P7Z_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7z"')
 _CIPHER_NAMES = {n.replace("-", ""): n for n in (*CIPHERS, *GCM_CIPHERS)}  # "aes256-gcm" -> "AES256-GCM"
 _CHAIN_DEPTH = 8  # intermediate CAs followed above the signer at most
 
@@ -60,6 +64,7 @@ class EncoderProperties(BaseModel):
     add_signing_chain: bool = False
     micalg_format: Literal["rfc5751", "legacy"] = "rfc5751"
     legacy_media_types: bool = False
+    compression: Literal["none", "before_signing", "after_signing"] = "none"
 
     @field_validator("encryption_algorithm", mode="before")
     @classmethod
@@ -121,6 +126,8 @@ class MimeSmimeEncoder:
 
     def process(self, message: Message) -> Message:
         headers, body = self._body_part(message)
+        if self.props.compression == "before_signing":
+            headers, body = self._compressed(headers, body)
         signer = None
         # The digest of the exact signed bytes (the messageDigest attribute), known once they are hashed:
         # for a streamed BlobSign body that is while the entity is materialised below.
@@ -144,6 +151,8 @@ class MimeSmimeEncoder:
                 headers, body = self._clear_signed(
                     identity, body.entity(headers).materialize(), with_cert, digests.append
                 )
+        if self.props.compression == "after_signing":
+            headers, body = self._compressed(headers, body)
         recipient = None
         if self.props.enable_encryption:
             target = self._recipient(message)
@@ -257,6 +266,11 @@ class MimeSmimeEncoder:
         )
         pieces = mime.multipart_chunks(boundary, [signed, sig_part], b"This is an S/MIME signed message\r\n")
         return [("Content-Type", content_type)], Body.of(*pieces)
+
+    def _compressed(self, headers: list[tuple[str, str]], body: Body) -> tuple[list[tuple[str, str]], Body]:
+        der = compressed_data(body.entity(headers))
+        content_type = _P7Z.format(self._x)
+        return [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64"), _P7Z_DISPOSITION], der.base64()
 
     def _pkcs7_part(self, smime_type: str) -> list[tuple[str, str]]:
         # Always base64: OpenSSL's SMIME reader (and most AS2 peers) base64-decode pkcs7-mime bodies.

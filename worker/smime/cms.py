@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -35,6 +36,8 @@ _ENVELOPED_DATA = oid("1.2.840.113549.1.7.3")
 _AUTH_ENVELOPED_DATA = oid("1.2.840.113549.1.9.16.1.23")  # RFC 5083 §1 id-ct-authEnvelopedData
 _AES_GCM = {128: oid("2.16.840.1.101.3.4.1.6"), 256: oid("2.16.840.1.101.3.4.1.46")}  # RFC 5084 §3.2
 _GCM_NONCE, _GCM_TAG = 12, 16
+_COMPRESSED_DATA = oid("1.2.840.113549.1.9.16.1.9")  # RFC 3274 §1.1 id-ct-compressedData
+_ZLIB = tlv(0x30, oid("1.2.840.113549.1.9.16.3.8"))  # RFC 3274 §1.1 id-alg-zlibCompress, parameters absent
 _RSA = tlv(0x30, oid("1.2.840.113549.1.1.1"), NULL)  # rsaEncryption: RSA signatures and key transport
 _AES = {128: oid("2.16.840.1.101.3.4.1.2"), 192: oid("2.16.840.1.101.3.4.1.22"), 256: oid("2.16.840.1.101.3.4.1.42")}
 _CONTENT_TYPE_ATTR = tlv(0x30, oid("1.2.840.113549.1.9.3"), tlv(0x31, _DATA))
@@ -483,3 +486,24 @@ def auth_enveloped_data(recipient: Recipient, bits: int, plain: Body, *, oaep: b
         yield encryptor.finalize() + tag_of(encryptor)
 
     return Body(len(start) + plain.length + len(mac), stream)
+
+
+def compressed_data(content: Body) -> Body:
+    """CMS CompressedData (RFC 3274 §1.1), zlib (RFC 1950) over the content::
+
+        CompressedData ::= SEQUENCE {
+            version CMSVersion,       -- Always set to 0
+            compressionAlgorithm CompressionAlgorithmIdentifier,
+            encapContentInfo EncapsulatedContentInfo }
+        CompressionAlgorithmIdentifier ::= AlgorithmIdentifier  -- id-alg-zlibCompress, parameters absent
+        EncapsulatedContentInfo ::= SEQUENCE {
+            eContentType ContentType,  -- id-data
+            eContent [0] EXPLICIT OCTET STRING OPTIONAL }
+
+    The compressed size is known only once compressed, so this layer is held whole (its input streams in).
+    """
+    compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
+    packed = b"".join([*(compressor.compress(chunk) for chunk in content.chunks()), compressor.flush()])
+    octets = tlv(0x04, packed)
+    encap = tlv(0x30, _DATA, tlv(0xA0, octets))
+    return Body.eager(tlv(0x30, _COMPRESSED_DATA, tlv(0xA0, tlv(0x30, _V0, _ZLIB, encap))))
