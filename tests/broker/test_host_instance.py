@@ -143,7 +143,7 @@ async def test_permanent_errors_are_suspended_with_their_code(
             assert msg.correlation_id == "c-" + code
             assert msg.headers["sendpipe-send-port"] == cases[code][0]
     assert got["invalid-content-type"].content_type == "text/plain\r\nBcc: evil@example.com"
-    assert len(worker.events("message.suspended")) == len(cases) + 1
+    assert len(worker.wait_for("message.suspended", len(cases) + 1)) == len(cases) + 1  # logged after the ack
     assert await client.count("sendpipe.host.SendHost") == 0
     assert worker.proc is not None and worker.proc.poll() is None  # still running
 
