@@ -157,13 +157,12 @@ class Supervisor:
         old = self.instance.runtime
         try:
             # Files are read (PKCS#12 decryption included) off the event loop: messages keep flowing.
-            config, store = await asyncio.to_thread(self._load, old, config_changed, store_changed)
-            candidate = Runtime.build(config, store, self.instance.host, self.clock)
+            candidate, refusal = await asyncio.to_thread(self._prepare, old, config_changed, store_changed)
         except SendpipeError as exc:
             what = "config" if isinstance(exc, ConfigError) else "store"
             self.log.error(f"{what}.rejected", error_code=exc.code, error=exc.message[:2000], kept="previous")
             return
-        refusal = self._refusal(old, candidate, store_changed)
+        config, store = candidate.config, candidate.store
         if refusal is not None:
             self._retry = (config_changed, store_changed)
             what, code, reason = refusal
@@ -201,6 +200,14 @@ class Supervisor:
             await self.after_reload(old, new)
         except Exception:  # never take the instance down
             self.log.exception("supervisor.after_reload_failed")
+
+    def _prepare(
+        self, old: Runtime, config_changed: bool, store_changed: bool
+    ) -> tuple[Runtime, tuple[str, str, str] | None]:
+        """In a worker thread: read the changed files, build the candidate runtime, vet it."""
+        config, store = self._load(old, config_changed, store_changed)
+        candidate = Runtime.build(config, store, self.instance.host, self.clock)
+        return candidate, self._refusal(old, candidate, store_changed)
 
     def _load(self, old: Runtime, config_changed: bool, store_changed: bool) -> tuple[Config, CertificateStore]:
         config, store = old.config, old.store
