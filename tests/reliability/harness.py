@@ -40,6 +40,8 @@ from typing import Any
 if __package__ in {None, ""}:  # `python tests/reliability/harness.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "tests.reliability"
+# `python -m tests.reliability.harness`: the tests' helper modules (brokers, pki, ...), as under pytest.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brokers import BROKERS, OWNED_TWIN, Broker
 
