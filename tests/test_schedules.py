@@ -10,6 +10,7 @@ import pytest
 import structlog
 from pki import Issued, StoreFactory, TestPKI
 
+from worker.cli import check
 from worker.config.model import Config, in_force
 from worker.errors import Code, ConfigError
 from worker.message import Message
@@ -231,3 +232,28 @@ def test_a_scheduled_certificate_due_and_missing_is_logged_at_start_and_daily(
     assert line["thumbprint"] == signer_ec.thumbprint and line["takes_over"] == _iso(switch)
     assert line["error_code"] == "scheduled-cert-not-ready" and line["store"].endswith("personal")
     assert not [e for e in logs if e["event"] in {"cert.problem", "cert.expiring"}]
+
+
+def test_check_prints_when_each_scheduled_certificate_takes_over(
+    tmp_path: Path,
+    make_store: StoreFactory,
+    signer_rsa2048: Issued,
+    signer_ec: Issued,
+    partner: Issued,
+    partner2: Issued,
+) -> None:
+    switch = T0 + dt.timedelta(days=3)
+    config = _config(
+        tmp_path, signer_rsa2048.thumbprint, signer_ec.thumbprint, partner.thumbprint, partner2.thumbprint, switch
+    )
+    store = make_store("svc-a", personal=[signer_rsa2048, signer_ec], other_people=[partner, partner2])
+    shown = {
+        (f.role, f.thumbprint): check._status(f) for f in preflight(config, store, "SendHost", warn_days=1, now=T0)
+    }
+    assert shown[("signing", signer_ec.thumbprint)] == f"found, takes over {_iso(switch)} (in 3 days)"
+    assert shown[("encryption", partner.thumbprint)].endswith("(in force since 2020-01-01T00:00:00Z)")
+    after = {
+        (f.role, f.thumbprint): check._status(f) for f in preflight(config, store, "SendHost", warn_days=1, now=switch)
+    }
+    assert after[("encryption", partner.thumbprint)] == "superseded (was from 2020-01-01T00:00:00Z)"
+    assert after[("signing", signer_rsa2048.thumbprint)] == "superseded"

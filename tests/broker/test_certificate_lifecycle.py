@@ -163,3 +163,32 @@ async def test_a_truncated_pkcs12_dropped_in_while_messages_flow(
     await client.drain(capture.name, sent)
     assert not worker.events("message.suspended")
     assert await client.count("sendpipe.suspended.SendHost") == 0
+
+
+def test_check_reports_symlinked_odd_typed_and_misplaced_keys(vhost: str, deployment: Deployment) -> None:
+    """What the store refuses to read is named by `sendpipe check` (and the signing certificate is not taken
+    from another account through a link)."""
+    personal = deployment.store_root / "svc-c" / "personal"
+    personal.mkdir(parents=True)
+    (personal / "group-signing.pfx").symlink_to(deployment.store_root / "svc-a" / "personal" / "group-signing.pfx")
+    odd = personal / "legacy.pem"
+    odd.write_bytes(
+        deployment.signer.cert_pem() + b"-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n"
+    )
+    odd.chmod(0o644)
+    misplaced = deployment.store_root / "svc-c" / "other-people" / "partner-with-key.pem"
+    misplaced.write_bytes(deployment.partner.cert_pem() + deployment.partner.key_pem())
+    out = sendpipe(deployment.env(vhost, "svc-c"), "check", "--json")
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    problems = sorted(f["detail"] for f in report["findings"] if f["role"] == "store")
+    assert problems == [
+        "group-signing.pfx: is a symbolic link; refused (not followed)",
+        "legacy.pem: mode 0644 (DSA PRIVATE KEY refused, chmod 600)",
+        "partner-with-key.pem: holds a PRIVATE KEY — other-people/ is for partners' public certificates only; "
+        "file ignored (move the key out of it)",
+    ]
+    signing = next(f for f in report["findings"] if f["role"] == "signing")
+    assert signing["level"] == "error" and signing["code"] == "key-file-insecure"  # the DSA file's certificate
+    text = sendpipe(deployment.env(vhost, "svc-c"), "check").stdout
+    assert "WARNING" in text and "file unusable" in text
