@@ -23,11 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
-from pki import Issued, build_store
+from pki import Issued, TestPKI, build_store
 
 from worker.identity.keys import SigningIdentity
 from worker.message import Message
@@ -396,3 +397,70 @@ def test_the_encoders_output_decrypts_to_the_builders_signed_data(
         assert mine == other
     else:
         _assert_ec_matches(signer, "SHA256", *_pair(ours, theirs, lambda o, t: len(o) == len(t)))
+
+
+# -- the signing chain (add_signing_chain) against the builders' add_certificate ----------------------
+
+
+@pytest.mark.parametrize("detached", [True, False])
+def test_signed_data_with_chain_is_byte_identical_to_the_builders(pki: TestPKI, detached: bool) -> None:
+    intermediate = pki.intermediate()
+    chained = pki.issue("cms chained signer", issuer=intermediate, key_slot="chained")
+    signer = cms.Signer.of(
+        SigningIdentity(chained.cert, chained.key, chained.thumbprint, Path("in-memory")), (intermediate.cert,)
+    )
+
+    def ours() -> bytes:
+        body = Body.of(PAYLOAD)
+        der = cms.signed_data(signer, cms.DIGESTS["SHA256"], body, with_cert=True, detached=detached, with_chain=True)
+        return der.materialize()
+
+    def theirs() -> bytes:
+        options = [pkcs7.PKCS7Options.Binary] + ([pkcs7.PKCS7Options.DetachedSignature] if detached else [])
+        builder = (
+            pkcs7.PKCS7SignatureBuilder()
+            .set_data(PAYLOAD)
+            .add_signer(chained.cert, chained.key, hashes.SHA256())
+            .add_certificate(intermediate.cert)
+        )
+        return builder.sign(serialization.Encoding.DER, options)
+
+    mine, other = _pair(ours, theirs)
+    assert mine == other
+    # With the chain switched off (the default) the bytes are the builders' without add_certificate.
+    plain = cms.signed_data(signer, cms.DIGESTS["SHA256"], Body.of(PAYLOAD), with_cert=True, detached=detached)
+    assert intermediate.cert.public_bytes(serialization.Encoding.DER) not in plain.materialize()
+
+
+@pytest.mark.parametrize("detached", [True, False])
+@pytest.mark.parametrize("digest", DIGESTS)
+def test_pss_signed_data_matches_the_builders_up_to_the_signature(
+    signer_rsa2048: Issued, digest: str, detached: bool
+) -> None:
+    # RSASSA-PSS signatures are salted, so not byte-identical: everything before the signature is (the
+    # RFC 4056 AlgorithmIdentifier included), and the signature verifies as PSS over the signed attributes.
+    hash_algorithm = _HASHES[digest]
+    pss = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size)
+
+    def ours() -> bytes:
+        body = Body.of(PAYLOAD)
+        der = cms.signed_data(
+            _signer(signer_rsa2048), cms.DIGESTS[digest], body, with_cert=True, detached=detached, pss=True
+        )
+        return der.materialize()
+
+    def theirs() -> bytes:
+        options = [pkcs7.PKCS7Options.Binary] + ([pkcs7.PKCS7Options.DetachedSignature] if detached else [])
+        builder = pkcs7.PKCS7SignatureBuilder().set_data(PAYLOAD)
+        builder = builder.add_signer(signer_rsa2048.cert, signer_rsa2048.key, hash_algorithm, rsa_padding=pss)
+        return builder.sign(serialization.Encoding.DER, options)
+
+    mine, other = _pair(ours, theirs)
+    attrs, cut = _signer_info(mine)
+    assert _signer_info(other)[1] == cut
+    assert mine[:cut] == other[:cut]
+    public = signer_rsa2048.key.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(mine[cut:], attrs, pss, hash_algorithm)  # raises InvalidSignature
+    with pytest.raises(InvalidSignature):
+        public.verify(mine[cut:], attrs, padding.PKCS1v15(), hash_algorithm)
