@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from worker.broker import topology
 from worker.broker.acks import AckCoalescer
-from worker.broker.session import Handler, Inbound
+from worker.broker.inbound import Handler, Inbound
 from worker.errors import BrokerUnavailable, SendpipeError
 from worker.message import Outbound
 from worker.settings import BrokerSettings

@@ -9,6 +9,7 @@ import aio_pika
 from pydantic import SecretStr
 
 from worker.broker import session as broker
+from worker.broker.inbound import Inbound
 from worker.settings import BrokerSettings
 
 COUNT = 60
@@ -21,10 +22,10 @@ async def test_out_of_order_settlement_acks_exactly_the_settled(vhost: str) -> N
     for i in range(COUNT):
         await ch.default_exchange.publish(aio_pika.Message(str(i).encode()), routing_key=queue.name)
 
-    first: dict[int, broker.Inbound] = {}
+    first: dict[int, Inbound] = {}
     arrived = asyncio.Event()
 
-    async def handler(inbound: broker.Inbound) -> None:
+    async def handler(inbound: Inbound) -> None:
         if not inbound.redelivered:  # a requeued message comes back to us: leave it unsettled
             first[int(inbound.body)] = inbound
             if len(first) == COUNT:

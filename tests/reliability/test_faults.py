@@ -14,7 +14,7 @@ from brokers import Broker
 
 from worker.broker import session as broker
 from worker.broker import topology
-from worker.broker.session import Inbound
+from worker.broker.inbound import Inbound
 from worker.errors import BrokerUnavailable
 from worker.host.instance import HostInstance
 from worker.identity.store import CertificateStore

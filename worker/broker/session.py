@@ -1,4 +1,4 @@
-"""The one seam to RabbitMQ: topology, consuming, confirmed publishing. Only this module imports aio_pika."""
+"""The one seam to RabbitMQ: a session (connection, consuming channel, confirming publishing channel) and connect."""
 
 from __future__ import annotations
 
@@ -6,15 +6,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import ssl
-import struct
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import aio_pika
-import aiormq
-import pamqp.encode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -26,96 +21,11 @@ from aio_pika.abc import (
 
 from worker.broker import topology as t
 from worker.broker.acks import AckCoalescer
-from worker.errors import BrokerUnavailable, Code, DeliveryFailed, MessageError, SendpipeError
+from worker.broker.errors import mapped
+from worker.broker.inbound import Handler, Inbound, encodable, inbound_of, properties_of
+from worker.errors import BrokerUnavailable, Code, DeliveryFailed, MessageError
 from worker.message import Outbound
 from worker.settings import BrokerSettings
-
-# What the broker library raises when a connection or channel fails: refused/reset sockets, timeouts,
-# AMQP errors, a channel the broker closed (a RuntimeError subclass), and the bare ``Exception()`` aiormq
-# sets on the futures of a dying channel.
-_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aio_pika.exceptions.AMQPException,
-)
-
-
-@contextlib.contextmanager
-def mapped(operation: str) -> Iterator[None]:
-    """Every broker call runs in here: the library's exceptions become ``BrokerUnavailable`` (like httpx's
-    ``map_httpcore_exceptions``), so the rest of sendpipe never names an aiormq or aio-pika type."""
-    try:
-        yield
-    except SendpipeError:
-        raise
-    except _LIBRARY_ERRORS as exc:
-        raise BrokerUnavailable(f"{operation}: {_describe(exc)}") from exc
-    except Exception as exc:
-        if type(exc) is not Exception:  # a bug of ours or the library's: not a broker condition
-            raise
-        raise BrokerUnavailable(f"{operation}: the channel closed") from exc
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc) or repr(exc)
-    except Exception:  # some aiormq errors format their frame, which may be missing
-        text = "(no detail)"
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A message as consumed, with what the app needs and nothing of aio-pika's types."""
-
-    body: bytes
-    exchange: str
-    routing_key: str
-    message_id: str | None
-    correlation_id: str | None
-    content_type: str | None
-    headers: Mapping[str, Any]
-    redelivered: bool
-    _raw: AbstractIncomingMessage = field(repr=False)
-    _acks: AckCoalescer | None = field(default=None, repr=False)  # the consuming channel's, if consumed
-
-    async def ack(self) -> None:
-        with mapped("basic.ack"):
-            if self._acks is None:
-                await self._raw.ack()
-            else:
-                await self._acks.ack(self._raw)
-
-    async def release(self) -> None:
-        """Give the message back untouched (drain, cancelled handler): ``basic.nack(requeue)``, which
-        RabbitMQ 4.3 no longer counts toward a quorum queue's delivery limit."""
-        await self._return(count=False)
-
-    async def return_failed(self) -> None:
-        """Give back a message that could not be settled: ``basic.reject(requeue)``, which every version
-        counts toward the delivery limit — so a message that can never be settled does not loop forever."""
-        await self._return(count=True)
-
-    async def _return(self, *, count: bool) -> None:
-        if self._acks is not None and not self._acks.forget(self._raw):
-            return  # its ack is already on the way (the outcome was confirmed): a nack would be a second settle
-        with mapped("basic.reject" if count else "basic.nack"):
-            if count:
-                await self._raw.reject(requeue=True)
-            else:
-                await self._raw.nack(requeue=True)
-
-    @property
-    def delivery_count(self) -> int:
-        """Failed deliveries so far as the quorum queue counts them (``x-delivery-count``; 0 if absent)."""
-        value = self.headers.get("x-delivery-count")
-        return value if isinstance(value, int) and value > 0 else 0
-
-
-Handler = Callable[[Inbound], Awaitable[None]]
 
 
 class Session:
@@ -200,7 +110,7 @@ class Session:
 
         async def on_message(raw: AbstractIncomingMessage) -> None:
             self._acks.delivered(raw)
-            await handler(_inbound(raw, self._acks))
+            await handler(inbound_of(raw, self._acks))
 
         with mapped("basic.consume"):
             self._queue = await ch.get_queue(queue_name, ensure=True)
@@ -235,8 +145,8 @@ class Session:
             self._renew_publish = False
             await self._renew_publish_channel()
         ch = self._channel(self._publish)
-        props = _properties_of(original) if original is not None else {}
-        props.update(headers=_encodable(message.headers), delivery_mode=DeliveryMode.PERSISTENT)
+        props = properties_of(original) if original is not None else {}
+        props.update(headers=encodable(message.headers), delivery_mode=DeliveryMode.PERSISTENT)
         for name in ("message_id", "correlation_id", "content_type"):
             value = getattr(message, name)
             if value is not None:
@@ -307,7 +217,7 @@ class Session:
         with mapped("basic.get"):
             queue = await self._channel(self._consume).get_queue(queue_name, ensure=True)
             raw = await queue.get(no_ack=False, fail=False)
-        return None if raw is None else _inbound(raw)
+        return None if raw is None else inbound_of(raw)
 
     async def close(self) -> None:
         for task in self._retired:
@@ -369,56 +279,3 @@ async def _connect_one(settings: BrokerSettings, url: str, node: int, name: str,
 def _where(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or (5671 if parts.scheme == 'amqps' else 5672)}"
-
-
-def header_bytes(headers: Mapping[str, Any]) -> int:
-    """Encoded size of a header table: the content header frame must fit in the negotiated frame_max."""
-    try:
-        return len(pamqp.encode.field_table(_encodable(headers)))
-    except (TypeError, ValueError, struct.error):
-        return 1 << 30  # not encodable at all: as good as too large
-
-
-def _encodable(value: Any) -> Any:
-    # pamqp decodes a non-UTF-8 long string to bytes but cannot encode bytes again; AMQP's byte
-    # array ('x') carries the same octets (what .NET and Java clients send for byte[] values).
-    if isinstance(value, bytes):
-        return bytearray(value)
-    if isinstance(value, Mapping):
-        return {k: _encodable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encodable(v) for v in value]
-    return value
-
-
-def _inbound(raw: AbstractIncomingMessage, acks: AckCoalescer | None = None) -> Inbound:
-    return Inbound(
-        body=raw.body,
-        exchange=raw.exchange or "",
-        routing_key=raw.routing_key or "",
-        message_id=raw.message_id,
-        correlation_id=raw.correlation_id,
-        content_type=raw.content_type,
-        headers=dict(raw.headers or {}),
-        redelivered=bool(raw.redelivered),
-        _raw=raw,
-        _acks=acks,
-    )
-
-
-def _properties_of(original: Inbound) -> dict[str, Any]:
-    # "The original body and properties, untouched" (SPEC, suspended). Two exceptions: expiration
-    # would let a suspended message silently vanish, and user_id must match the publishing user.
-    raw = original._raw
-    props = {
-        "content_type": raw.content_type,
-        "content_encoding": raw.content_encoding,
-        "priority": raw.priority,
-        "correlation_id": raw.correlation_id,
-        "reply_to": raw.reply_to,
-        "message_id": raw.message_id,
-        "timestamp": raw.timestamp,
-        "type": raw.type,
-        "app_id": raw.app_id,
-    }
-    return {k: v for k, v in props.items() if v is not None}

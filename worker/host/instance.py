@@ -16,7 +16,8 @@ import structlog
 
 from worker.broker import session as broker
 from worker.broker import topology
-from worker.broker.session import Inbound, Session
+from worker.broker.inbound import Inbound, header_bytes
+from worker.broker.session import Session
 from worker.errors import (
     BrokerUnavailable,
     CertificateError,
@@ -276,7 +277,7 @@ class HostInstance:
                     code=Code.DELIVERY_LIMIT_REACHED,
                     stage="receive",
                 )
-            if broker.header_bytes(inbound.headers) > self.inst.max_header_bytes:
+            if header_bytes(inbound.headers) > self.inst.max_header_bytes:
                 raise MessageError(
                     f"the message's headers exceed SENDPIPE_MAX_HEADER_BYTES ({self.inst.max_header_bytes}) "
                     "encoded; they could not be forwarded in one AMQP frame",

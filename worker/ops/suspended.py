@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.broker import topology
-from worker.broker.session import Inbound, Session
+from worker.broker.inbound import Inbound
+from worker.broker.session import Session
 from worker.errors import Code
 from worker.host import routing
 from worker.message import Outbound
