@@ -25,7 +25,8 @@ RUN groupadd --system --gid 10001 sendpipe \
 # Behind a proxy or a private index (both optional; no BuildKit needed, the classic builder takes them too):
 #   --build-arg PIP_INDEX=https://pypi.example/simple   the index pip installs from
 #   --build-arg BUILD_CA_BUNDLE=proxy-ca.pem             a CA bundle (PEM) in the build context that pip trusts,
-#                                                        e.g. a TLS-inspecting proxy's; it stays out of the image
+#                                                        e.g. a TLS-inspecting proxy's (public certificates only:
+#                                                        removed from the file system, it stays in the COPY layer)
 # (the proxy itself: --build-arg HTTPS_PROXY=..., one of Docker's predefined build args).
 ARG PIP_INDEX=
 ARG BUILD_CA_BUNDLE=

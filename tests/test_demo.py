@@ -254,6 +254,9 @@ def test_an_unwritable_demo_directory_is_a_coded_error(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sendpipe: error [output-unwritable]: cannot write the demo: ")
     assert f"uid {os.getuid()}" in err[0] and "SENDPIPE_UID" in err[0] and str(root) in err[0]
+    assert cli.main(["demo", "init", "--shown-as", "./demo", str(root)]) == 1
+    shown = capsys.readouterr().err
+    assert "cannot write the demo: demo/ca/ca.pem: Permission denied" in shown and str(root) not in shown
 
 
 @pytest.mark.parametrize(("account", "host"), [("svc-biztalk-a", "SendHost"), ("svc-biztalk-b", "AuditHost")])

@@ -97,7 +97,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if (marker.exists() or legacy.exists()) and not args.force:
         if args.keep_existing:
             if legacy.exists() and not marker.exists():
-                _guarded(root, lambda: _move_legacy_config(root))
+                _guarded(root, lambda: _move_legacy_config(root), shown)
                 print(f"moved {shown / _LEGACY_CONFIG} to {shown / CONFIG_FILE} (the compose file mounts the folder)")
             print(f"demo already in {shown}; kept it (use --force to replace it)")
             return 0
@@ -106,7 +106,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             "use --force to replace it",
             code=Code.DEMO_EXISTS,
         )
-    written = _guarded(root, lambda: write_demo(root))
+    written = _guarded(root, lambda: write_demo(root), shown)
     print(f"sendpipe demo written to {shown}:")
     for path, mode in written:
         print(f"  {mode:04o}  {path.relative_to(root)}")
@@ -117,12 +117,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 T = TypeVar("T")
 
 
-def _guarded(root: Path, work: Callable[[], T]) -> T:
+def _guarded(root: Path, work: Callable[[], T], shown: Path) -> T:
     """An unwritable demo directory (a container user that does not own ./demo) is a coded error, not a traceback."""
     try:
         return work()
     except OSError as exc:
-        where = exc.filename if exc.filename is not None else root
+        where = Path(exc.filename) if exc.filename is not None else root
+        if where.is_relative_to(root):
+            where = shown / where.relative_to(root)  # the path as the user sees it (./demo, not /demo)
         raise SendpipeError(
             f"cannot write the demo: {where}: {exc.strerror or type(exc).__name__} (this process runs as uid "
             f"{os.getuid()}, gid {os.getgid()}; the demo directory must be writable by that user: in containers "
