@@ -455,17 +455,20 @@ def test_quoted_printable_round_trips(
 # -- recipients -----------------------------------------------------------------------------------
 
 
-def test_ec_recipient_is_not_supported(env: Env) -> None:
-    with pytest.raises(CertificateError) as exc:
-        encode(
-            env,
-            TEXT,
-            signature_type="BlobSign",
-            enable_encryption=True,
-            encryption_thumbprint=env.partner_ec.thumbprint,
-        )
-    assert exc.value.code == "algorithm-not-supported"
-    assert env.partner_ec.thumbprint in str(exc.value)
+def test_ec_recipient_is_written_to_with_ecdh(env: Env, tmp_path: Path) -> None:
+    # RFC 5753 ephemeral-static ECDH (tests/test_interop_as2.py has every cipher and P-384).
+    out = encode(
+        env,
+        TEXT,
+        signature_type="BlobSign",
+        enable_encryption=True,
+        encryption_thumbprint=env.partner_ec.thumbprint,
+    )
+    assert out.recipient_thumbprint == env.partner_ec.thumbprint
+    key = env.partner_ec.write_key_pem(tmp_path / "ec.key")
+    inner = decrypt(env, tmp_path, out.body, key=key, cert=env.partner_ec.write_cert_pem(tmp_path / "ec.pem"))
+    content, _, _ = verify(env, tmp_path, "BlobSign", inner)
+    assert payload_of(content, content_type="application/octet-stream", cte="base64")[0] == TEXT
 
 
 @pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])

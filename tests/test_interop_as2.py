@@ -25,10 +25,12 @@ from typing import Any
 import pytest
 import test_interop as ti
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_personal_pfx
 from pydantic import SecretStr, ValidationError
 
+from worker.errors import CertificateError
 from worker.host import routing
 from worker.identity.store import CertificateStore
 from worker.message import Message
@@ -45,6 +47,8 @@ class ChainEnv:
     via_other_people: ti.Env  # the intermediate (and the root) only in other-people/
     intermediate: Issued
     root_der: bytes
+    ec_partners: dict[str, tuple[Issued, Path, Path]]  # curve -> certificate, its PEM, its key's PEM
+    p521: Issued  # in the store, but not a curve sendpipe writes to
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,11 @@ def chain_env(
             write_personal_pem(stores, "svc-a", name, issued)
     write_other_people(stores, "svc-a", "partner", partner)
     write_other_people(stores, "svc-a", "root-ca", pki.ca)
+    p256 = pki.issue("EC P-256 partner", key_type="ec-p256", usage="encrypt", key_slot="partner")
+    p384 = pki.issue("EC P-384 partner", usage="encrypt", key=ec.generate_private_key(ec.SECP384R1()))
+    p521 = pki.issue("EC P-521 partner", usage="encrypt", key=ec.generate_private_key(ec.SECP521R1()))
+    for name, issued in (("p256", p256), ("p384", p384), ("p521", p521)):
+        write_other_people(stores, "svc-a", name, issued)
     # svc-b: the signer alone in personal/, the intermediate and the root CA certificate in other-people/.
     write_personal_pem(stores, "svc-b", "chained", chained)
     write_other_people(stores, "svc-b", "partner", partner)
@@ -91,7 +100,11 @@ def chain_env(
         partner_b_key=files / "partner.key",
         partner_ec=partner,
     )
-    return ChainEnv(base, dataclasses.replace(base, store=store_b), intermediate, pki.ca.cert_der())
+    ec_partners = {
+        name: (issued, issued.write_cert_pem(files / f"{name}.pem"), issued.write_key_pem(files / f"{name}.key"))
+        for name, issued in (("P-256", p256), ("P-384", p384))
+    }
+    return ChainEnv(base, dataclasses.replace(base, store=store_b), intermediate, pki.ca.cert_der(), ec_partners, p521)
 
 
 def _der_of(entity: bytes, signature_type: str) -> bytes:
@@ -580,3 +593,70 @@ def test_compression_shrinks_text(chain_env: ChainEnv) -> None:
     plain = ti.encode(env, ti.TEXT * 200, signature_type="BlobSign")
     packed = ti.encode(env, ti.TEXT * 200, signature_type="BlobSign", compression="after_signing")
     assert len(packed.body) < len(plain.body) / 2
+
+
+# -- ECDH recipients (RFC 5753) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload_name", ["binary", "1mib"])
+@pytest.mark.parametrize("cipher", ["AES128", "AES192", "AES256", "AES128-GCM", "AES256-GCM"])
+@pytest.mark.parametrize("curve", ["P-256", "P-384"])
+def test_ec_recipient_decrypts_with_openssl(
+    chain_env: ChainEnv, tmp_path: Path, curve: str, cipher: str, payload_name: str
+) -> None:
+    env = chain_env.base
+    partner, partner_pem, partner_key = chain_env.ec_partners[curve]
+    payload, content_type = ti.PAYLOADS[payload_name]
+    out = ti.encode(
+        env,
+        payload,
+        content_type=content_type,
+        signature_type="ClearSign",
+        enable_encryption=True,
+        encryption_algorithm=cipher,
+        encryption_thumbprint=partner.thumbprint,
+    )
+    assert out.recipient_thumbprint == partner.thumbprint
+    inner = ti.decrypt(env, tmp_path, out.body, key=partner_key, cert=partner_pem)
+    content, _, _ = ti.verify(env, tmp_path, "ClearSign", inner)
+    assert ti.payload_of(content, content_type=content_type, cte="base64")[0] == payload
+    # The partner's RSA key cannot open it: it is for the EC key alone.
+    (tmp_path / "entity.eml").write_bytes(out.body)
+    refused = ti.openssl(
+        "cms", "-decrypt", "-binary", "-in", tmp_path / "entity.eml", "-inkey", env.partner_key,
+        "-recip", env.partner_pem, "-out", tmp_path / "nope", ok=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    parsed = _asn1(tmp_path, _der_of(out.body, "BlobSign"))
+    bits = cipher[3:6]
+    # RFC 5652 §6.1: EnvelopedData is version 2 with a kari; AuthEnvelopedData always 0 (RFC 5083).
+    assert _after(parsed, "OBJECT            :", 3)[2] == ("INTEGER :00" if "GCM" in cipher else "INTEGER :02")
+    # kari [1]: version 3, originator [0] { originatorKey [1] { id-ecPublicKey (no parameters), BIT STRING } }
+    assert _after(parsed, "SET", 6) == [
+        "cont [ 1 ]", "INTEGER :03", "cont [ 0 ]", "cont [ 1 ]", "SEQUENCE", "OBJECT :id-ecPublicKey",
+    ]  # fmt: skip
+    assert _after(parsed, ":id-ecPublicKey", 3) == [
+        "BIT STRING", "SEQUENCE", "OBJECT :dhSinglePass-stdDH-sha256kdf-scheme",
+    ]  # fmt: skip
+    assert _after(parsed, ":dhSinglePass-stdDH-sha256kdf-scheme", 2) == ["SEQUENCE", f"OBJECT :id-aes{bits}-wrap"]
+
+
+def test_ec_recipient_with_rsa_oaep_is_refused(chain_env: ChainEnv) -> None:
+    partner = chain_env.ec_partners["P-256"][0]
+    with pytest.raises(CertificateError) as exc:
+        ti.encode(
+            chain_env.base,
+            ti.TEXT,
+            enable_encryption=True,
+            key_encryption_algorithm="RSA-OAEP",
+            encryption_thumbprint=partner.thumbprint,
+        )
+    assert exc.value.code == "algorithm-not-supported"
+    assert "ECDH" in exc.value.message and partner.thumbprint in exc.value.message
+
+
+def test_ec_recipient_on_another_curve_is_refused(chain_env: ChainEnv) -> None:
+    with pytest.raises(CertificateError) as exc:
+        ti.encode(chain_env.base, ti.TEXT, enable_encryption=True, encryption_thumbprint=chain_env.p521.thumbprint)
+    assert exc.value.code == "algorithm-not-supported"
+    assert "secp521r1" in exc.value.message and "P-256 or P-384" in exc.value.message

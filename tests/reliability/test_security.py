@@ -27,6 +27,7 @@ from brokerkit import SENDPIPE, STORE_PASSWORD
 from brokers import Broker
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki import Issued, TestPKI, write_crl, write_other_people, write_personal_pem
 from pydantic import SecretStr
@@ -114,7 +115,8 @@ async def test_fail_closed_when_encryption_cannot_happen(
             not_after=now + dt.timedelta(30),
         ),
         "WrongUsage": pki.issue("signing-only partner", usage="wrong", key_slot="partner"),
-        "EcPartner": pki.issue("EC partner", key_type="ec-p256", usage="encrypt", key_slot="ec-partner"),
+        # P-256 and P-384 partners are written to with ECDH (RFC 5753); P-521 is not a curve sendpipe uses.
+        "EcPartner": pki.issue("EC P-521 partner", usage="encrypt", key=ec.generate_private_key(ec.SECP521R1())),
         "Revoked": pki.issue("revoked partner", usage="encrypt", key_slot="partner"),
     }
     for name, issued in bad.items():

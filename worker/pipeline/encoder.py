@@ -8,7 +8,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -20,6 +20,7 @@ from worker.smime import mime
 from worker.smime.body import Body
 from worker.smime.cms import (
     CIPHERS,
+    CURVES,
     DIGESTS,
     GCM_CIPHERS,
     Recipient,
@@ -207,10 +208,23 @@ class MimeSmimeEncoder:
             return cached
         found = self.ctx.store.recipient(thumbprint, check_crl=self.props.check_revocation_list)
         key = found.cert.public_key()
-        if not isinstance(key, rsa.RSAPublicKey):
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if key.curve.name not in CURVES:
+                raise CertificateError(
+                    f"encryption certificate {found.thumbprint} has an EC key on {key.curve.name}; "
+                    "ECDH recipients must be P-256 or P-384 (RFC 5753, RFC 8551)",
+                    code=Code.ALGORITHM_NOT_SUPPORTED,
+                )
+            if self._oaep:
+                raise CertificateError(
+                    f"encryption certificate {found.thumbprint} has an EC key: it is written to with ECDH "
+                    'key agreement, not key_encryption_algorithm = "RSA-OAEP" (an RSA key transport)',
+                    code=Code.ALGORITHM_NOT_SUPPORTED,
+                )
+        elif not isinstance(key, rsa.RSAPublicKey):
             raise CertificateError(
-                f"encryption certificate {found.thumbprint} has a non-RSA key; only RSA key transport "
-                "is supported for enveloping",
+                f"encryption certificate {found.thumbprint} has a {type(key).__name__.removeprefix('_')} key; "
+                "only RSA (key transport) and EC P-256/P-384 (ECDH) recipients are supported",
                 code=Code.ALGORITHM_NOT_SUPPORTED,
             )
         cert = found.cert

@@ -23,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from worker.identity.keys import PrivateKey, SigningIdentity
 from worker.smime import mime
@@ -36,6 +38,12 @@ _ENVELOPED_DATA = oid("1.2.840.113549.1.7.3")
 _AUTH_ENVELOPED_DATA = oid("1.2.840.113549.1.9.16.1.23")  # RFC 5083 §1 id-ct-authEnvelopedData
 _AES_GCM = {128: oid("2.16.840.1.101.3.4.1.6"), 256: oid("2.16.840.1.101.3.4.1.46")}  # RFC 5084 §3.2
 _GCM_NONCE, _GCM_TAG = 12, 16
+# RFC 5753 §7.1.4 dhSinglePass-stdDH-sha256kdf-scheme (SEC 1 / X9.63 KDF with SHA-256); RFC 3565 §2.3.2
+# id-aes*-wrap (parameters absent); RFC 5480 id-ecPublicKey for the ephemeral originator key.
+_ECDH_SHA256_KDF = oid("1.3.132.1.11.1")
+_AES_WRAP = {bits: oid(f"2.16.840.1.101.3.4.1.{arc}") for bits, arc in ((128, 5), (192, 25), (256, 45))}
+_EC_PUBLIC_KEY = oid("1.2.840.10045.2.1")
+CURVES = {"secp256r1": ec.SECP256R1, "secp384r1": ec.SECP384R1}  # P-256, P-384 (RFC 5753 §8, RFC 8551)
 _COMPRESSED_DATA = oid("1.2.840.113549.1.9.16.1.9")  # RFC 3274 §1.1 id-ct-compressedData
 _ZLIB = tlv(0x30, oid("1.2.840.113549.1.9.16.3.8"))  # RFC 3274 §1.1 id-alg-zlibCompress, parameters absent
 _RSA = tlv(0x30, oid("1.2.840.113549.1.1.1"), NULL)  # rsaEncryption: RSA signatures and key transport
@@ -238,7 +246,7 @@ class Signer:
 @dataclass(frozen=True, slots=True)
 class Recipient:
     thumbprint: str
-    key: rsa.RSAPublicKey
+    key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
     issuer_and_serial: bytes
     not_before: dt.datetime
     not_after: dt.datetime
@@ -377,25 +385,85 @@ def key_trans_recipient_info(recipient: Recipient, key: bytes, *, oaep: bool = F
     ``rid`` is issuerAndSerialNumber, hence version 0; the algorithm is rsaEncryption (PKCS #1 v1.5) or
     ``rsaes_oaep_identifier`` (OAEP, SHA-256, MGF1-SHA-256, empty label).
     """
+    public = recipient.key
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise TypeError("key transport needs an RSA recipient")
     if oaep:
-        algorithm, encrypted = rsaes_oaep_identifier(DIGESTS["SHA256"]), recipient.key.encrypt(key, oaep_padding())
+        algorithm, encrypted = rsaes_oaep_identifier(DIGESTS["SHA256"]), public.encrypt(key, oaep_padding())
     else:
-        algorithm, encrypted = _RSA, recipient.key.encrypt(key, _PKCS1)
+        algorithm, encrypted = _RSA, public.encrypt(key, _PKCS1)
     return tlv(0x30, _V0, recipient.issuer_and_serial, algorithm, tlv(0x04, encrypted))
 
 
+def ecc_cms_shared_info(wrap_bits: int) -> bytes:
+    """The X9.63 KDF's SharedInfo for ECDH in CMS (RFC 5753 §7.2)::
+
+    ECC-CMS-SharedInfo ::= SEQUENCE {
+        keyInfo         AlgorithmIdentifier,            -- the key-wrap algorithm, parameters absent
+        entityUInfo [0] EXPLICIT OCTET STRING OPTIONAL, -- the ukm; none here
+        suppPubInfo [2] EXPLICIT OCTET STRING  }        -- the KEK's length in bits, 32-bit big-endian
+    """
+    return tlv(0x30, tlv(0x30, _AES_WRAP[wrap_bits]), tlv(0xA2, tlv(0x04, wrap_bits.to_bytes(4, "big"))))
+
+
+def key_agree_recipient_info(recipient: Recipient, key: bytes) -> bytes:
+    """One EC recipient: ephemeral-static ECDH (RFC 5753 §3.1), the content key AES-wrapped (RFC 3394)::
+
+        RecipientInfo ::= CHOICE { ktri KeyTransRecipientInfo, kari [1] KeyAgreeRecipientInfo, ... }
+        KeyAgreeRecipientInfo ::= SEQUENCE {
+            version CMSVersion,  -- always set to 3
+            originator [0] EXPLICIT OriginatorIdentifierOrKey,
+            ukm [1] EXPLICIT UserKeyingMaterial OPTIONAL,
+            keyEncryptionAlgorithm KeyEncryptionAlgorithmIdentifier,
+            recipientEncryptedKeys RecipientEncryptedKeys }
+        OriginatorIdentifierOrKey ::= CHOICE { ..., originatorKey [1] OriginatorPublicKey }
+        OriginatorPublicKey ::= SEQUENCE { algorithm AlgorithmIdentifier, publicKey BIT STRING }
+        RecipientEncryptedKeys ::= SEQUENCE OF RecipientEncryptedKey
+        RecipientEncryptedKey ::= SEQUENCE { rid KeyAgreeRecipientIdentifier, encryptedKey EncryptedKey }
+
+    The originator is a fresh key on the recipient's curve (id-ecPublicKey, parameters absent, the point
+    uncompressed); keyEncryptionAlgorithm is dhSinglePass-stdDH-sha256kdf-scheme whose parameter is the
+    key wrap (``id-aes*-wrap`` of the content key's size); the KEK is the X9.63 KDF (SHA-256) of the
+    shared secret with ``ecc_cms_shared_info``; rid is the recipient's issuerAndSerialNumber; no ukm.
+    Returned with its [1] tag: the caller puts it straight into RecipientInfos.
+    """
+    public = recipient.key
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise TypeError("key agreement needs an EC recipient")
+    wrap_bits = len(key) * 8
+    ephemeral = ec.generate_private_key(public.curve)
+    shared = ephemeral.exchange(ec.ECDH(), public)
+    kek = X963KDF(hashes.SHA256(), wrap_bits // 8, ecc_cms_shared_info(wrap_bits)).derive(shared)
+    point = ephemeral.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    originator = tlv(0xA0, tlv(0xA1, tlv(0x30, _EC_PUBLIC_KEY), tlv(0x03, b"\0", point)))
+    algorithm = tlv(0x30, _ECDH_SHA256_KDF, tlv(0x30, _AES_WRAP[wrap_bits]))
+    encrypted = tlv(0x30, tlv(0x30, recipient.issuer_and_serial, tlv(0x04, aes_key_wrap(kek, key))))
+    return tlv(0xA1, integer(3), originator, algorithm, encrypted)
+
+
+def recipient_info(recipient: Recipient, key: bytes, *, oaep: bool) -> tuple[bytes, bool]:
+    """The recipient's RecipientInfo, by its key (RSA: key transport, EC: key agreement), and whether it
+    is version 0 (RFC 5652 §6.1: EnvelopedData is version 0 only when every RecipientInfo is)."""
+    if isinstance(recipient.key, ec.EllipticCurvePublicKey):
+        return key_agree_recipient_info(recipient, key), False
+    return key_trans_recipient_info(recipient, key, oaep=oaep), True
+
+
 def enveloped_data(recipient: Recipient, cipher: CipherSpec, plain: Body, *, oaep: bool = False) -> Body:
-    """CMS EnvelopedData (RFC 5652 §6) for one RSA key-transport recipient, AES-CBC, as a stream.
+    """CMS EnvelopedData (RFC 5652 §6) for one recipient, AES-CBC, as a stream.
 
     AES-128, AES-192 or AES-256 in CBC mode (RFC 3565 §4.1: ``id-aes192-CBC``, parameters the IV); the
-    recipient's key transport is ``key_trans_recipient_info``.
+    recipient is ``recipient_info``'s (version 2 with an EC recipient's kari, else 0).
     """
     algorithm, bits = cipher
     key, iv = os.urandom(bits // 8), os.urandom(16)
-    transport = key_trans_recipient_info(recipient, key, oaep=oaep)
+    transport, v0 = recipient_info(recipient, key, oaep=oaep)
     padded = (plain.length // 16 + 1) * 16  # PKCS #7 padding always adds 1 to 16 bytes
     content_info = _DATA + tlv(0x30, _AES[bits], tlv(0x04, iv)) + hdr(0x80, padded)
-    fields = _V0 + tlv(0x31, transport) + hdr(0x30, len(content_info) + padded) + content_info
+    version = _V0 if v0 else integer(2)
+    fields = version + tlv(0x31, transport) + hdr(0x30, len(content_info) + padded) + content_info
     size = len(fields) + padded
     sequence = hdr(0x30, size)
     explicit = hdr(0xA0, len(sequence) + size)
@@ -455,7 +523,7 @@ def auth_enveloped_data(recipient: Recipient, bits: int, plain: Body, *, oaep: b
     the ciphertext is as long as the plaintext and streams; the tag follows it.
     """
     key, nonce = os.urandom(bits // 8), os.urandom(_GCM_NONCE)
-    transport = key_trans_recipient_info(recipient, key, oaep=oaep)
+    transport, _ = recipient_info(recipient, key, oaep=oaep)  # AuthEnvelopedData: version 0 always
     mac = tlv(0x04, bytes(_GCM_TAG))  # its size; the tag itself is known once the content is encrypted
     content_info = _DATA + tlv(0x30, _AES_GCM[bits], gcm_parameters(nonce)) + hdr(0x80, plain.length)
     fields = _V0 + tlv(0x31, transport) + hdr(0x30, len(content_info) + plain.length) + content_info
