@@ -175,6 +175,11 @@ async def _main(args: argparse.Namespace) -> int:
     return 0 if sum(verified) >= len(SAMPLES) and not verified.count(0) else 1
 
 
+def _text(value: object) -> str:
+    """A header value as text (AMQP long strings may arrive as bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--demo", type=Path, default=ROOT / "demo", help="demo directory (created if missing)")
@@ -184,8 +189,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _text(value: object) -> str:
-    """A header value as text (AMQP long strings may arrive as bytes)."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
