@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from worker.cli import check, encode, health, run, send, suspended, verify
+from worker.cli import cert, check, encode, health, run, send, suspended, verify
 from worker.demo import init as demo
 from worker.errors import SendpipeError
 from worker.ops import bindings
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(metavar="COMMAND")
     # The order of `sendpipe --help`: the host instance, operators' commands, then the tools.
-    for command in (run, check, send, health, suspended, bindings, demo, encode, verify):
+    for command in (run, check, send, health, suspended, bindings, demo, encode, verify, cert):
         command.register(sub)
     return p
 

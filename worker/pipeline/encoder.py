@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from worker.errors import CertificateError, Code
 from worker.identity.certs import normalize_thumbprint
+from worker.identity.store import CertificateStore
 from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
 from worker.pipeline.stage import StageContext
 from worker.smime import mime
@@ -184,16 +185,9 @@ class MimeSmimeEncoder:
         if cached is not None and not self.props.check_revocation_list and still_valid(cached):
             return cached
         identity = self.ctx.store.signing(wanted, check_crl=self.props.check_revocation_list)
-        chain = _intermediates(identity.cert, self._issuers()) if self.props.add_signing_chain else ()
+        chain = intermediates(identity.cert, issuers_in(self.ctx.store)) if self.props.add_signing_chain else ()
         cached = self._signers[wanted] = Signer.of(identity, chain)
         return cached
-
-    def _issuers(self) -> list[x509.Certificate]:
-        # Every certificate of this account's store: the CA certificates bundled with a PKCS#12 or PEM
-        # in personal/, certificate-only files of personal/, and other-people/.
-        store = self.ctx.store
-        personal = [e.cert for e in store.personal.values()]
-        return [*store.chain, *personal, *(e.cert for e in store.other_people.values())]
 
     def _recipient(self, message: Message) -> Recipient:
         wanted = message.header_str(H_ENCRYPTION_THUMBPRINT) or self.ctx.encryption_thumbprint
@@ -292,11 +286,21 @@ class MimeSmimeEncoder:
         return [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64"), _P7M_DISPOSITION]
 
 
-def _intermediates(cert: x509.Certificate, candidates: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
-    """The CA certificates above ``cert`` found among ``candidates``, nearest first, without the root.
+def issuers_in(store: CertificateStore) -> list[x509.Certificate]:
+    """Every certificate of an account's store that may issue another: the CA certificates bundled with a
+    PKCS#12 or PEM in personal/, certificate-only files of personal/, and other-people/."""
+    personal = [e.cert for e in store.personal.values()]
+    return [*store.chain, *personal, *(e.cert for e in store.other_people.values())]
+
+
+def intermediates(
+    cert: x509.Certificate, candidates: list[x509.Certificate], *, with_root: bool = False
+) -> tuple[x509.Certificate, ...]:
+    """The CA certificates above ``cert`` found among ``candidates``, nearest first, without the root
+    unless ``with_root`` (``sendpipe cert export`` hands the whole path to partners).
 
     Each link is checked (issuer name and signature); a self-issued certificate is a root and ends the
-    chain, not included (the receiver trusts it already, RFC 5652 §5.1 leaves it to them).
+    chain, not included in signatures (the receiver trusts it already, RFC 5652 §5.1 leaves it to them).
     """
     chain: list[x509.Certificate] = []
     current = cert
@@ -304,7 +308,11 @@ def _intermediates(cert: x509.Certificate, candidates: list[x509.Certificate]) -
         if current.issuer == current.subject:
             break
         issuer = next((c for c in candidates if c.subject == current.issuer and _issued_by(current, c)), None)
-        if issuer is None or issuer.subject == issuer.issuer:
+        if issuer is None:
+            break
+        if issuer.subject == issuer.issuer:
+            if with_root:
+                chain.append(issuer)
             break
         chain.append(issuer)
         current = issuer
