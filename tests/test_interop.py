@@ -54,7 +54,7 @@ PAYLOADS: dict[str, tuple[bytes, str]] = {
     "1mib": (MIB, "application/x-random"),
 }
 SIGNERS = ("rsa2048", "rsa3072", "ec")
-_CIPHER_NAMES = {"AES128": "aes-128-cbc", "AES256": "aes-256-cbc"}
+_CIPHER_NAMES = {"AES128": "aes-128-cbc", "AES192": "aes-192-cbc", "AES256": "aes-256-cbc"}
 
 
 # -- the environment: a store with all signers and partners, and their files for openssl ----------
@@ -290,7 +290,7 @@ def payload_of(inner: bytes, *, content_type: str, cte: str) -> tuple[bytes, dic
 def _matrix() -> list[Any]:
     cases = []
     for signature_type in ("NoSign", "ClearSign", "BlobSign"):
-        for encryption in ("AES128", "AES256", None):
+        for encryption in ("AES128", "AES192", "AES256", None):
             for cte in ("base64", "binary"):
                 for signer in SIGNERS if signature_type != "NoSign" else (None,):
                     for payload in PAYLOADS:
@@ -577,5 +577,5 @@ def test_content_type_with_line_breaks_is_refused(env: Env, content_type: str) -
 
 
 def test_matrix_size() -> None:
-    # 3 signature types x (2 ciphers + clear) x 2 transfer encodings x signers (1 for NoSign, 3 otherwise) x 4 payloads
-    assert len(MATRIX) == (1 + 3 + 3) * 3 * 2 * 4 == 168
+    # 3 signature types x (3 ciphers + clear) x 2 transfer encodings x signers (1 for NoSign, 3 otherwise) x 4 payloads
+    assert len(MATRIX) == (1 + 3 + 3) * 4 * 2 * 4 == 224

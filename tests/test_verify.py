@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import datetime as dt
 import io
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import test_interop as ti
 from pki import Issued, TestPKI, build_store
 
 from worker.cli.main import main
+from worker.identity.keys import SigningIdentity
+from worker.smime import cms
+from worker.smime.body import Body
 
 CRLF = b"\r\n"
 
@@ -236,3 +240,35 @@ def test_compressed_but_unsigned_is_exit_2(venv: VerifyEnv, tmp_path: Path) -> N
     out = ti.encode(venv.env, ti.TEXT, compression="after_signing")
     code, _, _, stderr = _run(venv, tmp_path, out.body)
     assert code == 2 and "no signature" in stderr and "compressed-data" in stderr
+
+
+def _signed_by(issued: Issued) -> bytes:
+    """A BlobSign entity signed by a certificate the store would refuse (cms directly, not the encoder)."""
+    signer = cms.Signer.of(SigningIdentity(issued.cert, issued.key, issued.thumbprint, Path("in-memory")))
+    inner = Body.of(b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\nhello")
+    der = cms.signed_data(signer, cms.DIGESTS["SHA256"], inner, with_cert=True).materialize()
+    head = (
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    return head + base64.encodebytes(der).replace(b"\n", CRLF)
+
+
+@pytest.mark.parametrize("kind", ["expired", "not-yet-valid", "key-usage", "control"])
+def test_an_invalid_signer_certificate_is_exit_3(venv: VerifyEnv, tmp_path: Path, pki: TestPKI, kind: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    issued = {
+        "expired": lambda: pki.issue("expired signer", key_slot="bad-signer", not_before=now - dt.timedelta(30),
+                                     not_after=now - dt.timedelta(1)),
+        "not-yet-valid": lambda: pki.issue("future signer", key_slot="bad-signer", not_before=now + dt.timedelta(1)),
+        "key-usage": lambda: pki.issue("encryption-only signer", usage="encrypt", key_slot="bad-signer"),
+        "control": lambda: pki.issue("good signer", key_slot="bad-signer"),
+    }[kind]()  # fmt: skip
+    code, recovered, _, stderr = _run(venv, tmp_path, _signed_by(issued))
+    if kind == "control":  # the same construction with a valid certificate verifies: the oracle is sound
+        assert code == 0, stderr
+        assert recovered == b"hello"
+    else:
+        assert code == 3, stderr
+        assert "[signer-untrusted]" in stderr
