@@ -1,12 +1,18 @@
 """CMS SignedData and EnvelopedData (RFC 5652) written as DER from cryptography's primitives, streamed.
 
+Also (S/MIME 4.0, AS2): AuthEnvelopedData with AES-GCM (RFC 5083/5084), RSA-OAEP key transport (RFC 4055),
+RSASSA-PSS signatures (RFC 4056), ECDH key agreement for EC recipients (RFC 5753), CompressedData
+(RFC 3274), the signer's intermediate CAs in SignedData. One function per structure, its ASN.1 in the
+docstring; the defaults write exactly the bytes below.
+
 The output is the DER cryptography's PKCS7 builders emit (same attributes, order and algorithm
 identifiers; with RSA byte-identical within the same second), but every layer streams: the body part
 is base64-encoded, hashed, wrapped in signed-data, base64-encoded again, AES-encrypted and
 base64-encoded once more, block by block, into the one buffer that becomes the message. No layer is
-held whole (except a clear-signed part, which multipart/signed needs as it is, and an EC-signed body
-part up to 4 MiB), so a message costs about its output in memory. OpenSSL's `cms` checks every shape
-of it in tests/test_interop.py.
+held whole (except a clear-signed part, which multipart/signed needs as it is, an EC-signed body part
+up to 4 MiB, and a compressed layer, whose size is known only once compressed), so a message costs
+about its output in memory. OpenSSL's `cms` checks every shape of it in tests/test_interop.py and
+tests/test_interop_as2.py.
 """
 
 from __future__ import annotations
