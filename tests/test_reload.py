@@ -74,6 +74,13 @@ class Setup:
         return Supervisor(instance, inst, store)
 
 
+@pytest.fixture(autouse=True)
+def _own_log_capture() -> Iterator[None]:
+    """Log lines go to a capture of this test, whatever a CLI test before configured (a closed stream)."""
+    with structlog.testing.capture_logs():
+        yield
+
+
 @pytest.fixture
 def setup(tmp_path: Path, signer_rsa2048: Issued, partner: Issued) -> Iterator[Setup]:
     s = Setup(tmp_path, signer_rsa2048, partner)
