@@ -5,14 +5,23 @@ Broker fixtures live in ``tests/broker/conftest.py``; keep this file free of the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 from cryptography import x509
 from pki import Issued, StoreFactory, TestPKI, build_store
 
 from worker.identity.store import CertificateStore
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """A test that runs the CLI in-process (capsys) leaves structlog writing to its captured stream, closed
+    after the test: every test starts from structlog's defaults again."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
