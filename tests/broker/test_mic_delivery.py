@@ -44,3 +44,6 @@ async def test_every_delivery_carries_the_mic_of_its_signed_bytes(
         signed = (work / ("content1" if clear_signed else "layer1.out")).read_bytes()
         expected = base64.b64encode(hashlib.sha256(signed).digest()).decode() + ", sha-256"
         assert got[mid].headers["sendpipe-mic"] == expected
+        # ... and the outcome line carries it too, for matching the partner's MDN against our logs.
+        (line,) = [e for e in worker.wait_for("message.delivered", len(payloads)) if e["message_id"] == mid]
+        assert line["mic"] == expected

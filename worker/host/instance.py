@@ -259,6 +259,8 @@ class HostInstance:
                 signer_thumbprint=res.signer_thumbprint,
                 recipient_thumbprint=res.recipient_thumbprint,
             )
+            if res.mic is not None:
+                fields["mic"] = res.mic  # what the partner's MDN must return (RFC 4130 §7.3.1)
         err = outcome.error
         if err is not None:
             fields.update(error_code=err.code, error=err.message[:500], failed_stage=err.stage)
