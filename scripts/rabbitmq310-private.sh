@@ -15,6 +15,7 @@ set -euo pipefail
 
 BASE="${SENDPIPE_RMQ310_BASE:-/var/lib/sendpipe/rabbitmq310-private}"
 NODE="sendpipe310@localhost"
+PID_NAME=sendpipe310.pid
 AMQP_PORT=5692
 DIST_PORT=25692
 EPMD_PORT=4390
@@ -29,29 +30,13 @@ die() {
 
 [ -x "$BIN/rabbitmq-server" ] || die "no $BIN/rabbitmq-server: the machine's rabbitmq-server package is missing"
 
+# shellcheck source=scripts/rabbitmq-node-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/rabbitmq-node-env.sh"
+
 node_env() {
   mkdir -p "$BASE/log"
-  env -i \
-    PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME="$BASE" \
-    LANG=C.UTF-8 LC_ALL=C.UTF-8 \
-    ERL_EPMD_PORT="$EPMD_PORT" \
-    ERL_EPMD_ADDRESS=127.0.0.1 \
-    ERL_CRASH_DUMP="$BASE/log/erl_crash.dump" \
-    RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf" \
-    RABBITMQ_NODENAME="$NODE" \
-    RABBITMQ_USE_LONGNAME=false \
-    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-    RABBITMQ_NODE_PORT="$AMQP_PORT" \
-    RABBITMQ_DIST_PORT="$DIST_PORT" \
-    RABBITMQ_CONFIG_FILE="$BASE/rabbitmq.conf" \
-    RABBITMQ_ADVANCED_CONFIG_FILE="$BASE/advanced.config" \
-    RABBITMQ_ENABLED_PLUGINS_FILE="$BASE/enabled_plugins" \
-    RABBITMQ_MNESIA_BASE="$BASE/mnesia" \
-    RABBITMQ_LOG_BASE="$BASE/log" \
-    RABBITMQ_PID_FILE="$BASE/sendpipe310.pid" \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
-    "$@"
+  node_env_vars
+  env -i "${NODE_ENV[@]}" "$@"
 }
 
 # Without its cookie file the CLI cannot even start (and would leave a crash dump): the node never ran.

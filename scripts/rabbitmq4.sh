@@ -20,6 +20,7 @@ ROOT="${SENDPIPE_RMQ4_ROOT:-/var/lib/sendpipe/rabbitmq4-sid}"
 MIRROR="${SENDPIPE_RMQ4_MIRROR:-http://deb.debian.org/debian}"
 MARKER="$ROOT/.sendpipe-rabbitmq4-ready"
 NODE="sendpipe43@localhost"
+PID_NAME=sendpipe43.pid
 AMQP_PORT=5682
 DIST_PORT=25682
 EPMD_PORT=4380
@@ -109,29 +110,13 @@ require_setup() {
   [ -f "$MARKER" ] || die "$ROOT is not set up: run scripts/rabbitmq4.sh setup"
 }
 
+# shellcheck source=scripts/rabbitmq-node-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/rabbitmq-node-env.sh"
+
 # Run a command in the chroot with the node's environment (and nothing of the caller's).
 in_chroot() {
-  chroot "$ROOT" /usr/bin/env -i \
-    PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME="$BASE" \
-    LANG=C.UTF-8 LC_ALL=C.UTF-8 \
-    ERL_EPMD_PORT="$EPMD_PORT" \
-    ERL_EPMD_ADDRESS=127.0.0.1 \
-    ERL_CRASH_DUMP="$BASE/log/erl_crash.dump" \
-    RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf" \
-    RABBITMQ_NODENAME="$NODE" \
-    RABBITMQ_USE_LONGNAME=false \
-    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-    RABBITMQ_NODE_PORT="$AMQP_PORT" \
-    RABBITMQ_DIST_PORT="$DIST_PORT" \
-    RABBITMQ_CONFIG_FILE="$BASE/rabbitmq.conf" \
-    RABBITMQ_ADVANCED_CONFIG_FILE="$BASE/advanced.config" \
-    RABBITMQ_ENABLED_PLUGINS_FILE="$BASE/enabled_plugins" \
-    RABBITMQ_MNESIA_BASE="$BASE/mnesia" \
-    RABBITMQ_LOG_BASE="$BASE/log" \
-    RABBITMQ_PID_FILE="$BASE/sendpipe43.pid" \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
-    "$@"
+  node_env_vars
+  chroot "$ROOT" /usr/bin/env -i "${NODE_ENV[@]}" "$@"
 }
 
 ctl() {
