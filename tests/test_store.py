@@ -226,7 +226,7 @@ def test_validity_is_checked_at_the_given_time(make_store: StoreFactory, signer_
 
 @pytest.mark.parametrize("usage", ["wrong", "encrypt"])
 def test_signing_cert_key_usage(usage: str, make_store: StoreFactory, pki: TestPKI) -> None:
-    cert = pki.issue(f"signer with keyUsage {usage}", usage=usage, key_slot="signer")  # type: ignore[arg-type]
+    cert = pki.issue(f"signer with keyUsage {usage}", usage=usage, key_slot="signer")  # type: ignore[arg-type]  # a bad usage on purpose
     with pytest.raises(CertificateError) as exc:
         make_store(personal=[cert]).signing(cert.thumbprint)
     assert _code(exc) == "signing-cert-key-usage"
@@ -285,7 +285,7 @@ def test_encryption_cert_not_yet_valid(make_store: StoreFactory, pki: TestPKI) -
 
 @pytest.mark.parametrize("usage", ["sign", "wrong"])
 def test_encryption_cert_key_usage(usage: str, make_store: StoreFactory, pki: TestPKI) -> None:
-    cert = pki.issue(f"RSA partner with keyUsage {usage}", usage=usage, key_slot="partner")  # type: ignore[arg-type]
+    cert = pki.issue(f"RSA partner with keyUsage {usage}", usage=usage, key_slot="partner")  # type: ignore[arg-type]  # a bad usage on purpose
     with pytest.raises(CertificateError) as exc:
         make_store(other_people=[cert]).recipient(cert.thumbprint)
     assert _code(exc) == "encryption-cert-key-usage"

@@ -29,14 +29,14 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:  # run as a command: make the tests' helper modules importable
     sys.path.insert(0, str(TESTS))
 
-import aio_pika  # noqa: E402
-import smime_check  # noqa: E402
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage  # noqa: E402
-from brokerkit import SENDPIPE, STORE_PASSWORD, Deployment, Worker  # noqa: E402
-from brokers import BROKERS, OWNED_TWIN, Broker, broker_of  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
-from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_personal_pfx  # noqa: E402
+import aio_pika  # noqa: E402 - after the sys.path line (run as a command)
+import smime_check  # noqa: E402 - after the sys.path line (run as a command)
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage  # noqa: E402 - after the sys.path line (run as a command)
+from brokerkit import SENDPIPE, STORE_PASSWORD, Deployment, Worker  # noqa: E402 - after the sys.path line (run as a command)
+from brokers import BROKERS, OWNED_TWIN, Broker, broker_of  # noqa: E402 - after the sys.path line (run as a command)
+from cryptography.hazmat.primitives import serialization  # noqa: E402 - after the sys.path line (run as a command)
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402 - after the sys.path line (run as a command)
+from pki import Issued, TestPKI, write_other_people, write_personal_pem, write_personal_pfx  # noqa: E402 - after the sys.path line (run as a command)
 
 
 def _broker_fixtures() -> ModuleType:

@@ -149,7 +149,7 @@ def _parse_document(data: bytes, source: str) -> Element:
     except ParseError as exc:
         where = " in " + " / ".join(opened) if opened else ""
         raise BindingsError(f"{source}: not well-formed XML: {exc}{where}", code=Code.BINDINGS_MALFORMED) from None
-    root: Element = events.root  # type: ignore[attr-defined]
+    root: Element = events.root  # type: ignore[attr-defined]  # set by iterparse once exhausted, not in its stubs
     return root
 
 
