@@ -34,7 +34,8 @@ from worker.identity.keys import SigningIdentity
 from worker.message import Message
 from worker.pipeline.encoder import EncoderProperties, MimeSmimeEncoder
 from worker.pipeline.stage import StageContext
-from worker.smime import cms
+from worker.smime import enveloped, recipients, signed
+from worker.smime import identifiers as ids
 from worker.smime.body import Body
 
 KIB, MIB = 1024, 1024 * 1024
@@ -72,13 +73,13 @@ def _content(payload: bytes, shape: str) -> Body:
     return Body.of(payload).base64().entity(_BODY_PART_HEADERS)  # streamed in 57 KiB blocks
 
 
-def _signer(issued: Issued) -> cms.Signer:
-    return cms.Signer.of(SigningIdentity(issued.cert, issued.key, issued.thumbprint, Path("in-memory")))
+def _signer(issued: Issued) -> signed.Signer:
+    return signed.Signer.of(SigningIdentity(issued.cert, issued.key, issued.thumbprint, Path("in-memory")))
 
 
 def _ours(signer: Issued, digest: str, content: Body, *, with_cert: bool, detached: bool) -> bytes:
-    return cms.signed_data(
-        _signer(signer), cms.DIGESTS[digest], content, with_cert=with_cert, detached=detached
+    return signed.signed_data(
+        _signer(signer), ids.DIGESTS[digest], content, with_cert=with_cert, detached=detached
     ).materialize()
 
 
@@ -284,12 +285,16 @@ def _private(partner: Issued) -> rsa.RSAPrivateKey:
     return partner.key
 
 
-def _recipient(partner: Issued) -> cms.Recipient:
+def _recipient(partner: Issued) -> recipients.Recipient:
     key = partner.cert.public_key()
     assert isinstance(key, rsa.RSAPublicKey)
     cert = partner.cert
-    return cms.Recipient(
-        partner.thumbprint, key, cms.issuer_and_serial(cert), cert.not_valid_before_utc, cert.not_valid_after_utc
+    return recipients.Recipient(
+        partner.thumbprint,
+        key,
+        ids.issuer_and_serial(cert),
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
     )
 
 
@@ -301,7 +306,7 @@ def test_enveloped_data_matches_the_builders_and_decrypts(
 ) -> None:
     plain = _content(PAYLOAD if size == "2KB" else payloads[size], shape)
     data = plain.materialize()
-    ours = cms.enveloped_data(_recipient(partner), cms.CIPHERS[cipher], plain).materialize()
+    ours = enveloped.enveloped_data((_recipient(partner),), ids.CIPHERS[cipher], plain).materialize()
     theirs = (
         pkcs7.PKCS7EnvelopeBuilder()
         .set_data(data)
@@ -312,14 +317,16 @@ def test_enveloped_data_matches_the_builders_and_decrypts(
     assert len(ours) == len(theirs)
     skeleton, encrypted_key, iv, _ = _envelope(ours)
     assert skeleton == _envelope(theirs)[0]  # structure, recipient, algorithms, all lengths
-    assert len(_private(partner).decrypt(encrypted_key, padding.PKCS1v15())) == cms.CIPHERS[cipher][1] // 8
+    assert len(_private(partner).decrypt(encrypted_key, padding.PKCS1v15())) == ids.CIPHERS[cipher][1] // 8
     assert len(iv) == 16
     assert pkcs7.pkcs7_decrypt_der(ours, partner.cert, _private(partner), []) == data
 
 
 def test_every_envelope_has_its_own_key_and_iv(partner: Issued) -> None:
     envelopes = [
-        _envelope(cms.enveloped_data(_recipient(partner), cms.CIPHERS["AES256"], Body.of(PAYLOAD)).materialize())
+        _envelope(
+            enveloped.enveloped_data((_recipient(partner),), ids.CIPHERS["AES256"], Body.of(PAYLOAD)).materialize()
+        )
         for _ in range(4)
     ]
     keys = {_private(partner).decrypt(e[1], padding.PKCS1v15()) for e in envelopes}
@@ -331,7 +338,7 @@ def test_every_envelope_has_its_own_key_and_iv(partner: Issued) -> None:
 def test_the_envelope_oracle_catches_a_wrong_plaintext(partner: Issued, payloads: dict[str, bytes]) -> None:
     data = payloads["300KiB"]
     changed = data[:-1] + bytes((data[-1] ^ 1,))
-    ours = cms.enveloped_data(_recipient(partner), cms.CIPHERS["AES256"], Body.of(changed)).materialize()
+    ours = enveloped.enveloped_data((_recipient(partner),), ids.CIPHERS["AES256"], Body.of(changed)).materialize()
     assert pkcs7.pkcs7_decrypt_der(ours, partner.cert, _private(partner), []) != data
 
 
@@ -406,13 +413,15 @@ def test_the_encoders_output_decrypts_to_the_builders_signed_data(
 def test_signed_data_with_chain_is_byte_identical_to_the_builders(pki: TestPKI, detached: bool) -> None:
     intermediate = pki.intermediate()
     chained = pki.issue("cms chained signer", issuer=intermediate, key_slot="chained")
-    signer = cms.Signer.of(
+    signer = signed.Signer.of(
         SigningIdentity(chained.cert, chained.key, chained.thumbprint, Path("in-memory")), (intermediate.cert,)
     )
 
     def ours() -> bytes:
         body = Body.of(PAYLOAD)
-        der = cms.signed_data(signer, cms.DIGESTS["SHA256"], body, with_cert=True, detached=detached, with_chain=True)
+        der = signed.signed_data(
+            signer, ids.DIGESTS["SHA256"], body, with_cert=True, detached=detached, with_chain=True
+        )
         return der.materialize()
 
     def theirs() -> bytes:
@@ -428,7 +437,7 @@ def test_signed_data_with_chain_is_byte_identical_to_the_builders(pki: TestPKI, 
     mine, other = _pair(ours, theirs)
     assert mine == other
     # With the chain switched off (the default) the bytes are the builders' without add_certificate.
-    plain = cms.signed_data(signer, cms.DIGESTS["SHA256"], Body.of(PAYLOAD), with_cert=True, detached=detached)
+    plain = signed.signed_data(signer, ids.DIGESTS["SHA256"], Body.of(PAYLOAD), with_cert=True, detached=detached)
     assert intermediate.cert.public_bytes(serialization.Encoding.DER) not in plain.materialize()
 
 
@@ -444,8 +453,8 @@ def test_pss_signed_data_matches_the_builders_up_to_the_signature(
 
     def ours() -> bytes:
         body = Body.of(PAYLOAD)
-        der = cms.signed_data(
-            _signer(signer_rsa2048), cms.DIGESTS[digest], body, with_cert=True, detached=detached, pss=True
+        der = signed.signed_data(
+            _signer(signer_rsa2048), ids.DIGESTS[digest], body, with_cert=True, detached=detached, pss=True
         )
         return der.materialize()
 

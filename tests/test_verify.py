@@ -20,7 +20,8 @@ from pki import Issued, TestPKI, build_store
 
 from worker.cli.main import main
 from worker.identity.keys import SigningIdentity
-from worker.smime import cms
+from worker.smime import identifiers as ids
+from worker.smime import signed
 from worker.smime.body import Body
 
 CRLF = b"\r\n"
@@ -244,9 +245,9 @@ def test_compressed_but_unsigned_is_exit_2(venv: VerifyEnv, tmp_path: Path) -> N
 
 def _signed_by(issued: Issued) -> bytes:
     """A BlobSign entity signed by a certificate the store would refuse (cms directly, not the encoder)."""
-    signer = cms.Signer.of(SigningIdentity(issued.cert, issued.key, issued.thumbprint, Path("in-memory")))
+    signer = signed.Signer.of(SigningIdentity(issued.cert, issued.key, issued.thumbprint, Path("in-memory")))
     inner = Body.of(b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\nhello")
-    der = cms.signed_data(signer, cms.DIGESTS["SHA256"], inner, with_cert=True).materialize()
+    der = signed.signed_data(signer, ids.DIGESTS["SHA256"], inner, with_cert=True).materialize()
     head = (
         b"MIME-Version: 1.0\r\n"
         b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'

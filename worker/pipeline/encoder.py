@@ -18,21 +18,13 @@ from worker.identity.store import CertificateStore
 from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
 from worker.pipeline.stage import StageContext
 from worker.smime import mime
+from worker.smime.authenveloped import auth_enveloped_data
 from worker.smime.body import Body
-from worker.smime.cms import (
-    CIPHERS,
-    CURVES,
-    DIGESTS,
-    GCM_CIPHERS,
-    Recipient,
-    Signer,
-    auth_enveloped_data,
-    compressed_data,
-    enveloped_data,
-    issuer_and_serial,
-    signed_data,
-    still_valid,
-)
+from worker.smime.compressed import compressed_data
+from worker.smime.enveloped import enveloped_data
+from worker.smime.identifiers import CIPHERS, CURVES, DIGESTS, GCM_CIPHERS, issuer_and_serial, still_valid
+from worker.smime.recipients import Recipient
+from worker.smime.signed import Signer, signed_data
 
 # Refused at config load: broken or deprecated (RFC 5751 §2.7 drops 3DES/RC2 to SHOULD- and MUST NOT
 # for 40-bit RC2; RFC 8551 §2.7 makes AES-128-CBC the floor; SHA-1/MD5 signatures are broken).
@@ -160,10 +152,10 @@ class MimeSmimeEncoder:
             target = self._recipient(message)
             recipient = target.thumbprint
             if self._cipher is not None:
-                der = enveloped_data(target, self._cipher, body.entity(headers), oaep=self._oaep)
+                der = enveloped_data((target,), self._cipher, body.entity(headers), oaep=self._oaep)
                 headers, body = self._pkcs7_part("enveloped-data"), der.base64()
             else:
-                der = auth_enveloped_data(target, self._gcm_bits, body.entity(headers), oaep=self._oaep)
+                der = auth_enveloped_data((target,), self._gcm_bits, body.entity(headers), oaep=self._oaep)
                 headers, body = self._pkcs7_part("authEnveloped-data"), der.base64()
         outer = [("MIME-Version", "1.0"), *headers]
         entity = body.entity(outer).materialize()
