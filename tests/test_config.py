@@ -321,3 +321,70 @@ def test_invalid_setting_value_is_not_echoed(clean_env: pytest.MonkeyPatch) -> N
     assert exc.value.code == "settings-invalid"
     assert "SENDPIPE_LOG_FORMAT" in str(exc.value)
     assert secret not in str(exc.value)
+
+
+# -- additional_recipient_thumbprints (SPEC "Config file") ----------------------------------------
+
+ARCHIVE_TP = "5E7700112233445566778899AABBCCDDEEFF0011"
+OTHER_TP = "44D0112233445566778899AABBCCDDEEFF001122"
+_SECRET_DELIVERY = 'delivery_key = "secret"\n'
+
+
+def _with_extra(extra: str, text: str = BASE) -> str:
+    return text.replace(_SECRET_DELIVERY, _SECRET_DELIVERY + f"additional_recipient_thumbprints = {extra}\n")
+
+
+def test_additional_recipients_load_normalised_in_order(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, _with_extra(f'["{_spaced(ARCHIVE_TP).lower()}", "{OTHER_TP}"]')))
+    assert config.send_ports["Secret"].additional_recipient_thumbprints == (ARCHIVE_TP, OTHER_TP)
+    assert config.send_ports["Plain"].additional_recipient_thumbprints == ()  # the default: the partner alone
+
+
+def test_the_spec_example_with_an_additional_recipient_loads(tmp_path: Path) -> None:
+    text = SPEC_EXAMPLE.replace(
+        'delivery_key = "fabrikam.orders"\n',
+        'delivery_key = "fabrikam.orders"\nadditional_recipient_thumbprints = ["5E 77 00 11 22 33 44 55 66 77 88 99 '
+        'AA BB CC DD EE FF 00 11"]       # e.g. our archive key\n',
+    )
+    assert load_config(_write(tmp_path, text)).send_ports["FabrikamOrders"].additional_recipient_thumbprints == (
+        ARCHIVE_TP,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (f'["{ARCHIVE_TP}", "{_spaced(ARCHIVE_TP)}"]', f"{ARCHIVE_TP} is listed more than once"),
+        (f'["{_spaced(PARTNER_TP)}"]', f"{PARTNER_TP} is the partner's own encryption certificate"),
+        ('["5E 77 ..."]', "thumbprint"),
+    ],
+    ids=["duplicate", "partner-repeated", "malformed"],
+)
+def test_additional_recipients_refused_with_a_sentence(tmp_path: Path, extra: str, says: str) -> None:
+    err = _refused(tmp_path, _with_extra(extra))
+    assert err.code == "config-invalid"
+    assert "send_ports.Secret" in str(err) and "additional_recipient_thumbprints" in str(err)
+    assert says in str(err)
+
+
+def test_a_scheduled_partner_certificate_is_not_an_additional_recipient(tmp_path: Path) -> None:
+    schedule = (
+        f'encryption_certificates = [{{ thumbprint = "{PARTNER_TP}", from = 2026-01-01T00:00:00Z }}, '
+        f'{{ thumbprint = "{OTHER_TP}", from = 2027-01-01T00:00:00Z }}]\n'
+    )
+    text = _with_extra(f'["{OTHER_TP}"]').replace(f'encryption_thumbprint = "{PARTNER_TP}"\n', schedule)
+    err = _refused(tmp_path, text)
+    assert f"{OTHER_TP} is the partner's own encryption certificate" in str(err)
+
+
+def test_additional_recipients_need_encryption(tmp_path: Path) -> None:
+    text = BASE.replace(
+        'delivery_key = "plain"\n', f'delivery_key = "plain"\nadditional_recipient_thumbprints = ["{ARCHIVE_TP}"]\n'
+    )
+    err = _refused(tmp_path, text)
+    assert "send_ports.Plain" in str(err)
+    assert "give encryption_thumbprint (or encryption_certificates) too" in str(err)
+    # With a partner certificate but a pipeline that does not encrypt.
+    text = text.replace('pipeline = "Sign"\n', f'pipeline = "Sign"\nencryption_thumbprint = "{PARTNER_TP}"\n', 1)
+    err = _refused(tmp_path, text)
+    assert "send_ports.Plain.additional_recipient_thumbprints: pipeline 'Sign' does not encrypt" in str(err)

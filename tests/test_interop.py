@@ -119,6 +119,7 @@ def encode(
     content_type: str = "application/octet-stream",
     headers: Mapping[str, Any] | None = None,
     encryption_thumbprint: str | None = None,
+    additional: tuple[str, ...] = (),
     **props: Any,
 ) -> Message:
     ctx = StageContext(
@@ -126,6 +127,7 @@ def encode(
         env.signers[signer].thumbprint,
         "Port",
         encryption_thumbprint or env.partner.thumbprint,
+        additional,
     )
     encoder = MimeSmimeEncoder(EncoderProperties(**props), ctx)
     message = Message(

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from worker.cli import bootstrap
 from worker.errors import CertificateError, Code, SendpipeError
 from worker.identity.store import CertificateStore
-from worker.pipeline.encoder import intermediates, issuers_in
+from worker.pipeline.chain import intermediates, issuers_in
 
 
 def register(sub: Any) -> None:

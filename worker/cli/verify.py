@@ -61,22 +61,28 @@ def register(sub: Any) -> None:
         "4 not encrypted for --cert, 1 other errors.",
     )
     ver.add_argument("--ca", required=True, type=Path, help="trusted CA certificate(s), PEM")
-    ver.add_argument("--cert", type=Path, help="our (the recipient's) certificate, PEM")
-    ver.add_argument("--key", type=Path, help="its private key, PEM")
+    ver.add_argument(
+        "--cert",
+        type=Path,
+        action="append",
+        default=[],
+        help="our (the recipient's) certificate, PEM; repeat with --key for several recipients' keys: "
+        "the entity is decrypted with whichever pair it is encrypted for",
+    )
+    ver.add_argument("--key", type=Path, action="append", default=[], help="its private key, PEM (one per --cert)")
     ver.add_argument("-o", "--output", type=Path, help="payload file (default: stdout; the report then goes to stderr)")
     ver.add_argument("file", type=Path, help="the MIME entity as received (headers, blank line, body)")
     ver.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if (args.cert is None) != (args.key is None):
-        raise UsageError("--cert and --key go together", code=Code.USAGE)
+    if len(args.cert) != len(args.key):
+        raise UsageError("--cert and --key go together, one --key for each --cert", code=Code.USAGE)
     entity = _read(args.file, "entity")
-    for path in (args.ca, args.cert, args.key):
-        if path is not None:
-            _read(path, "file")
+    for path in (args.ca, *args.cert, *args.key):
+        _read(path, "file")
     try:
-        found = _unwrap(entity, args)
+        found = _unwrap_with_any(entity, args.ca, list(zip(args.cert, args.key, strict=True)))
     except SendpipeError as exc:
         if exc.code not in _EXIT:
             raise
@@ -98,13 +104,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unwrap(entity: bytes, args: argparse.Namespace) -> tuple[bytes, str, str, tuple[str, ...]]:
+def _unwrap_with_any(
+    entity: bytes, ca: Path, pairs: list[tuple[Path, Path]]
+) -> tuple[bytes, str, str, tuple[str, ...]]:
+    """Unwrap with each recipient's certificate and key in turn until one is a recipient of the entity
+    (a message for several recipients, e.g. the partner and an archive key: RFC 5652 §6.1)."""
+    if not pairs:
+        return _unwrap(entity, ca, None, None)
+    for cert, key in pairs[:-1]:
+        try:
+            return _unwrap(entity, ca, cert, key)
+        except SendpipeError as exc:
+            if exc.code != Code.NOT_A_RECIPIENT:
+                raise
+    cert, key = pairs[-1]
+    try:
+        return _unwrap(entity, ca, cert, key)
+    except SendpipeError as exc:
+        if exc.code == Code.NOT_A_RECIPIENT and len(pairs) > 1:
+            many = f"not encrypted for any of the {len(pairs)} given certificates ({exc.message})"
+            raise SendpipeError(many, code=Code.NOT_A_RECIPIENT) from None
+        raise
+
+
+def _unwrap(entity: bytes, ca: Path, cert: Path | None, key: Path | None) -> tuple[bytes, str, str, tuple[str, ...]]:
     try:
         headers, _ = split_entity(entity)
     except (OpenSSLFailed, UnicodeDecodeError):
         raise SendpipeError("not a MIME entity (headers, CRLF CRLF, body)", code=Code.SIGNATURE_INVALID) from None
     content_type = headers.get("content-type", "").lower()
-    if "enveloped-data" in content_type and args.cert is None:
+    if "enveloped-data" in content_type and cert is None:
         raise UsageError("the entity is encrypted: give --cert and --key of its recipient", code=Code.USAGE)
     with tempfile.TemporaryDirectory(prefix="sendpipe-verify-") as tmp:
         layers: list[str] = []
@@ -115,9 +144,11 @@ def _unwrap(entity: bytes, args: argparse.Namespace) -> tuple[bytes, str, str, t
                 work.mkdir()
                 if "smime-type=authenveloped-data" in _content_type(entity):
                     # AES-GCM (RFC 5083): unwrap knows enveloped-data only; openssl decrypts both alike.
-                    entity = _decrypt(entity, work, args.cert, args.key)
+                    if cert is None or key is None:
+                        raise UsageError("the entity is encrypted: give --cert and --key of its recipient")
+                    entity = _decrypt(entity, work, cert, key)
                     layers.append("authEnveloped-data")
-                found = unwrap(entity, work, ca_pem=args.ca, recip_cert=args.cert, recip_key=args.key)
+                found = unwrap(entity, work, ca_pem=ca, recip_cert=cert, recip_key=key)
                 layers.extend(found.layers)
                 if found.signer_thumbprint is not None:
                     signer_pem = sorted(work.glob("signer*.pem"))[-1]
@@ -136,8 +167,8 @@ def _unwrap(entity: bytes, args: argparse.Namespace) -> tuple[bytes, str, str, t
                 f"the entity carries no signature (layers: {', '.join(layers) or 'none'})",
                 code=Code.SIGNATURE_INVALID,
             )
-        cert = x509.load_pem_x509_certificate(signer_pem.read_bytes())
-        return found.payload, cert.subject.rfc4514_string(), thumbprint_of(cert), tuple(layers)
+        signer = x509.load_pem_x509_certificate(signer_pem.read_bytes())
+        return found.payload, signer.subject.rfc4514_string(), thumbprint_of(signer), tuple(layers)
 
 
 def _content_type(entity: bytes) -> str:

@@ -177,6 +177,8 @@ class SendPort(_Frozen):
     retry_count: int = Field(default=3, ge=0, le=100)
     retry_interval_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
     auto_resume: tuple[Code, ...] = ()
+    # Extra recipients of every message (e.g. our archive key), from other-people/ too; after the partner's.
+    additional_recipient_thumbprints: tuple[Thumbprint, ...] = ()
 
     @model_validator(mode="after")
     def _one_certificate_source(self) -> SendPort:
@@ -191,7 +193,31 @@ class SendPort(_Frozen):
                 f"auto_resume: {', '.join(wrong)} is not a code a suspended message can carry; "
                 "e.g. encryption-cert-not-found, encryption-cert-expired (README: error codes)"
             )
+        self._extra_recipients()
         return self
+
+    def _extra_recipients(self) -> None:
+        extra = self.additional_recipient_thumbprints
+        if not extra:
+            return
+        if not self.encrypts_to:
+            raise ValueError(
+                "additional_recipient_thumbprints: extra recipients come after the partner's certificate; "
+                "give encryption_thumbprint (or encryption_certificates) too"
+            )
+        twice = sorted({tp for tp in extra if extra.count(tp) > 1})
+        if twice:
+            raise ValueError(
+                f"additional_recipient_thumbprints: {', '.join(twice)} is listed more than once; "
+                "each recipient gets one RecipientInfo"
+            )
+        own = {self.encryption_thumbprint, *(e.thumbprint for e in self.encryption_certificates or ())}
+        repeated = [tp for tp in extra if tp in own]
+        if repeated:
+            raise ValueError(
+                f"additional_recipient_thumbprints: {', '.join(repeated)} is the partner's own encryption "
+                "certificate, which is always the first recipient; list only the others (e.g. an archive key)"
+            )
 
     @property
     def encrypts_to(self) -> bool:
@@ -225,6 +251,12 @@ class Config(_Frozen):
                 raise ValueError(
                     f"send_ports.{name}.encryption_thumbprint: required (or encryption_certificates), "
                     f"pipeline {port.pipeline!r} encrypts"
+                )
+            if port.additional_recipient_thumbprints and not pipeline.encrypts:
+                raise ValueError(
+                    f"send_ports.{name}.additional_recipient_thumbprints: pipeline {port.pipeline!r} does not "
+                    "encrypt (enable_encryption = false), so there is nothing for extra recipients to decrypt; "
+                    "turn encryption on or drop them"
                 )
         return self
 

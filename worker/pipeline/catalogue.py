@@ -42,7 +42,9 @@ def build_pipeline(config: Config, port_name: str, store: CertificateStore, now:
     at = now or dt.datetime.now(dt.UTC)
     port = config.send_ports[port_name]
     spec = config.pipelines[port.pipeline]
-    ctx = StageContext(store, config.group.signing_at(at), port_name, port.encryption_at(at))
+    ctx = StageContext(
+        store, config.group.signing_at(at), port_name, port.encryption_at(at), port.additional_recipient_thumbprints
+    )
     steps = tuple(
         (stage, CATALOGUE[comp.component].build(comp.properties, ctx))
         for stage in STAGES

@@ -6,16 +6,14 @@ import base64
 from collections.abc import Callable
 from typing import Literal
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from worker.errors import CertificateError, Code
 from worker.identity.certs import normalize_thumbprint
-from worker.identity.store import CertificateStore
 from worker.message import H_ENCRYPTION_THUMBPRINT, H_FILENAME, Message
+from worker.pipeline.chain import intermediates, issuers_in
 from worker.pipeline.stage import StageContext
 from worker.smime import mime
 from worker.smime.authenveloped import auth_enveloped_data
@@ -36,7 +34,6 @@ _P7M_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7m"')
 _P7Z = 'application/{}pkcs7-mime; smime-type=compressed-data; name="smime.p7z"'
 _P7Z_DISPOSITION = ("Content-Disposition", 'attachment; filename="smime.p7z"')
 _CIPHER_NAMES = {n.replace("-", ""): n for n in (*CIPHERS, *GCM_CIPHERS)}  # "aes256-gcm" -> "AES256-GCM"
-_CHAIN_DEPTH = 8  # intermediate CAs followed above the signer at most
 
 
 class EncoderProperties(BaseModel):
@@ -149,13 +146,13 @@ class MimeSmimeEncoder:
             headers, body = self._compressed(headers, body)
         recipient = None
         if self.props.enable_encryption:
-            target = self._recipient(message)
-            recipient = target.thumbprint
+            targets = self._targets(message)
+            recipient = targets[0].thumbprint
             if self._cipher is not None:
-                der = enveloped_data((target,), self._cipher, body.entity(headers), oaep=self._oaep)
+                der = enveloped_data(targets, self._cipher, body.entity(headers), oaep=self._oaep)
                 headers, body = self._pkcs7_part("enveloped-data"), der.base64()
             else:
-                der = auth_enveloped_data((target,), self._gcm_bits, body.entity(headers), oaep=self._oaep)
+                der = auth_enveloped_data(targets, self._gcm_bits, body.entity(headers), oaep=self._oaep)
                 headers, body = self._pkcs7_part("authEnveloped-data"), der.base64()
         outer = [("MIME-Version", "1.0"), *headers]
         entity = body.entity(outer).materialize()
@@ -181,14 +178,20 @@ class MimeSmimeEncoder:
         cached = self._signers[wanted] = Signer.of(identity, chain)
         return cached
 
-    def _recipient(self, message: Message) -> Recipient:
+    def _targets(self, message: Message) -> tuple[Recipient, ...]:
+        """The partner (the port's certificate, or the message's override) first, then the port's extra
+        recipients in their order: pyas2lib-based partners decrypt only the first RecipientInfo."""
         wanted = message.header_str(H_ENCRYPTION_THUMBPRINT) or self.ctx.encryption_thumbprint
         if wanted is None:
             # Unreachable with a validated config; kept so a bad config can never send in clear.
             raise CertificateError(
                 "no encryption certificate is configured for this send port", code=Code.ENCRYPTION_CERT_NOT_FOUND
             )
-        thumbprint = normalize_thumbprint(wanted)
+        partner = self._recipient(normalize_thumbprint(wanted))
+        extra = (self._recipient(tp) for tp in self.ctx.additional_recipients if tp != partner.thumbprint)
+        return (partner, *extra)
+
+    def _recipient(self, thumbprint: str) -> Recipient:
         cached = self._recipients.get(thumbprint)
         if cached is not None and not self.props.check_revocation_list and still_valid(cached):
             return cached
@@ -276,44 +279,3 @@ class MimeSmimeEncoder:
         # Always base64: OpenSSL's SMIME reader (and most AS2 peers) base64-decode pkcs7-mime bodies.
         content_type = _P7M.format(self._x, smime_type)
         return [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64"), _P7M_DISPOSITION]
-
-
-def issuers_in(store: CertificateStore) -> list[x509.Certificate]:
-    """Every certificate of an account's store that may issue another: the CA certificates bundled with a
-    PKCS#12 or PEM in personal/, certificate-only files of personal/, and other-people/."""
-    personal = [e.cert for e in store.personal.values()]
-    return [*store.chain, *personal, *(e.cert for e in store.other_people.values())]
-
-
-def intermediates(
-    cert: x509.Certificate, candidates: list[x509.Certificate], *, with_root: bool = False
-) -> tuple[x509.Certificate, ...]:
-    """The CA certificates above ``cert`` found among ``candidates``, nearest first, without the root
-    unless ``with_root`` (``sendpipe cert export`` hands the whole path to partners).
-
-    Each link is checked (issuer name and signature); a self-issued certificate is a root and ends the
-    chain, not included in signatures (the receiver trusts it already, RFC 5652 §5.1 leaves it to them).
-    """
-    chain: list[x509.Certificate] = []
-    current = cert
-    for _ in range(_CHAIN_DEPTH):
-        if current.issuer == current.subject:
-            break
-        issuer = next((c for c in candidates if c.subject == current.issuer and _issued_by(current, c)), None)
-        if issuer is None:
-            break
-        if issuer.subject == issuer.issuer:
-            if with_root:
-                chain.append(issuer)
-            break
-        chain.append(issuer)
-        current = issuer
-    return tuple(chain)
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True

@@ -35,7 +35,8 @@ class Finding:
 def preflight(
     config: Config, store: CertificateStore, host: str, *, warn_days: int, now: dt.datetime | None = None
 ) -> list[Finding]:
-    """Check the group signing certificate and each send port's encryption certificate for ``host``.
+    """Check the group signing certificate and each send port's encryption certificates for ``host``
+    (the partner's, then its ``additional_recipient_thumbprints``).
 
     The signing certificate is an error when unusable (the instance must not start: BizTalk requires it
     in every host instance's service account store); a port's certificate problem is an error too for
@@ -68,9 +69,12 @@ def preflight(
             continue
         where = str(store.path / "other-people")
         lookup = partial(_recipient_expiry, store, crl=need.check_crl)
+        # The port's extra recipients are needed by every message, like the partner's certificate in force.
+        extras = [f for tp in port.additional_recipient_thumbprints
+                  for f in _schedule([(tp, None)], tp, lookup, "encryption", name, where, at, warn_days)]  # fmt: skip
         if port.encryption_certificates is None:
             tp = port.encryption_thumbprint or ""
-            findings += _schedule([(tp, None)], tp, lookup, "encryption", name, where, at, warn_days)
+            findings += _schedule([(tp, None)], tp, lookup, "encryption", name, where, at, warn_days) + extras
             continue
         current = port.encryption_at(at)
         if current is None:
@@ -83,7 +87,7 @@ def preflight(
                 )
             )  # fmt: skip
         entries = [(e.thumbprint, e.from_) for e in port.encryption_certificates]
-        findings += _schedule(entries, current, lookup, "encryption", name, where, at, warn_days)
+        findings += _schedule(entries, current, lookup, "encryption", name, where, at, warn_days) + extras
     return findings
 
 

@@ -29,6 +29,7 @@ class StageContext:
     group_signing_thumbprint: str
     send_port: str
     encryption_thumbprint: str | None
+    additional_recipients: tuple[str, ...] = ()  # after the partner's, in the config's order
 
 
 @dataclass(frozen=True, slots=True)
