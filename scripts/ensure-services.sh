@@ -10,6 +10,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+"$(dirname "$0")/interop-receivers.sh"  # Bouncy Castle (+ JDK) and gpgsm, the interop tests' other receivers
 
 machine_broker() {
   # Only manage the local broker; a remote SENDPIPE_AMQP_URL is the operator's business.
