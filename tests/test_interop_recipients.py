@@ -218,3 +218,12 @@ def test_the_built_pipeline_encrypts_for_the_configured_recipients(renv: Receive
     inner = ti.decrypt(renv.base, tmp_path, entity, key=party.key, cert=party.pem)
     content, _, _ = ti.verify(renv.base, tmp_path, "ClearSign", inner)
     assert ti.payload_of(content, content_type="text/plain", cte="base64")[0] == ti.TEXT
+
+
+def test_an_ec_extra_recipient_with_rsa_oaep_fails_the_message(renv: ReceiversEnv) -> None:
+    # OAEP is an RSA key transport; an EC recipient is always written to with ECDH, so the combination is
+    # refused for the extra recipients exactly as for the partner (suspended, never sent without them).
+    with pytest.raises(CertificateError) as exc:
+        encode_for(renv, ("rsa", "p256"), ti.TEXT, key_encryption_algorithm="RSA-OAEP")
+    assert exc.value.code == "algorithm-not-supported"
+    assert renv.recipients["p256"].thumbprint in exc.value.message
