@@ -22,6 +22,8 @@ RUN groupadd --system --gid 10001 sendpipe \
        --shell /usr/sbin/nologin sendpipe
 
 # Installed as root into the system site-packages and the source removed: the runtime user cannot change the code.
+# Reproducible: the dependencies are exactly requirements/lock.txt, every file checked against its hash
+# (`make lock` refreshes it), then sendpipe itself without dependencies, built by the locked setuptools.
 # Behind a proxy or a private index (both optional; no BuildKit needed, the classic builder takes them too):
 #   --build-arg PIP_INDEX=https://pypi.example/simple   the index pip installs from
 #   --build-arg BUILD_CA_BUNDLE=proxy-ca.pem             a CA bundle (PEM) in the build context that pip trusts,
@@ -37,7 +39,8 @@ RUN set -eu; \
         test -f "$BUILD_CA_BUNDLE" || { echo "BUILD_CA_BUNDLE=$BUILD_CA_BUNDLE: not in the build context" >&2; exit 1; }; \
         export PIP_CERT="$PWD/$BUILD_CA_BUNDLE"; \
     fi; \
-    pip install ${PIP_INDEX:+--index-url "$PIP_INDEX"} . && rm -rf /tmp/sendpipe-src
+    pip install ${PIP_INDEX:+--index-url "$PIP_INDEX"} --require-hashes --only-binary :all: -r requirements/lock.txt; \
+    pip install --no-deps --no-build-isolation --no-index . && rm -rf /tmp/sendpipe-src
 
 USER sendpipe
 # Relative defaults (config/sendpipe.toml, stores/) resolve here; the compose file sets absolute paths.

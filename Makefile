@@ -3,15 +3,33 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services lint test run bench-pipeline bench-e2e
+.PHONY: install lock services lint test run bench-pipeline bench-e2e
 
-$(BIN)/.installed: pyproject.toml
+# Reproducible: exactly the locked versions, each file checked against its hash (requirements/lock-dev.txt:
+# runtime + dev + the build backend), then sendpipe itself, editable, without dependencies. A changed lock
+# (or pyproject.toml) reinstalls. `make lock` refreshes the locks after a dependency change in pyproject.toml
+# (keeping the other pins); `make lock ARGS=--upgrade` moves every pin to the newest release.
+LOCKS := requirements/lock.txt requirements/lock-dev.txt
+UV_VERSION := 0.13.8
+
+$(BIN)/.installed: pyproject.toml $(LOCKS)
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/lock-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed
+
+# uv resolves for Python 3.11 on linux x86_64 from PyPI only (it does not read this machine's pip.conf).
+lock:
+	python3 -m venv $(VENV)/lock-tools
+	$(VENV)/lock-tools/bin/pip install --quiet uv==$(UV_VERSION)
+	for extra in "" dev; do \
+	  $(VENV)/lock-tools/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" \
+	    pyproject.toml requirements/build.in $${extra:+--extra $$extra} $(ARGS) \
+	    -o requirements/lock$${extra:+-$$extra}.txt || exit 1; \
+	done
 
 services:
 	scripts/ensure-services.sh

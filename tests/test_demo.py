@@ -6,9 +6,11 @@ import argparse
 import datetime as dt
 import errno
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from pydantic import SecretStr
 from smime_check import unwrap
 
 from worker.cli import main as cli
+from worker.demo.mailbox import declare
+from worker.errors import BrokerUnavailable
 from worker.identity.certs import normalize_thumbprint
 from worker.identity.store import CertificateStore
 from worker.pipeline.catalogue import load_config
@@ -290,3 +294,19 @@ def test_encode_output_is_opened_by_openssl(demo: Demo, port: str, tmp_path: Pat
     signing = load_config(demo.root / "config/sendpipe.toml").group.signing_thumbprint
     assert result.signer_thumbprint == normalize_thumbprint(signing)
     assert ("enveloped-data" in result.layers) == (partner is not None)
+
+
+async def test_demo_mailbox_waits_for_a_broker_that_does_not_listen_yet_then_fails_coded() -> None:
+    """compose's RabbitMQ health check (`rabbitmq-diagnostics ping`) passes before the AMQP listener is up:
+    the mailbox keeps trying for --wait seconds instead of failing the deployment at once."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="cannot connect to the broker"):
+        await declare(f"amqp://guest:guest@127.0.0.1:{port}/", wait_s=2.0)
+    assert 2.0 <= time.monotonic() - t0 < 10
+    t1 = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        await declare(f"amqp://guest:guest@127.0.0.1:{port}/")  # no wait: at once
+    assert time.monotonic() - t1 < 2

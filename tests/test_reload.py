@@ -5,6 +5,7 @@ the store again before it suspends; auto_resume picks the ports a reload fixed."
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
@@ -65,9 +66,10 @@ class Setup:
     def open_store(self, password: str = PASSWORD) -> CertificateStore:
         return CertificateStore.open(self.stores, ACCOUNT, SecretStr(password))
 
-    def supervisor(self, password: str = PASSWORD) -> Supervisor:
-        runtime = Runtime.build(load_config(self.config), self.open_store(), "SendHost")
-        inst = InstanceSettings(host="SendHost", host_instance="unit", config=self.config, worker_threads=1)
+    def supervisor(self, password: str = PASSWORD, config: Path | None = None) -> Supervisor:
+        config = config or self.config
+        runtime = Runtime.build(load_config(config), self.open_store(), "SendHost")
+        inst = InstanceSettings(host="SendHost", host_instance="unit", config=config, worker_threads=1)
         instance = HostInstance(inst, BrokerSettings(), runtime, "SendHost")
         self.made.append(instance)
         store = StoreSettings(store_root=self.stores, service_account=ACCOUNT, store_password=SecretStr(password))
@@ -183,6 +185,26 @@ async def test_refresh_before_suspending_reloads_only_when_the_files_changed(set
     assert await sup.refresh(used) is True
     assert sup.instance.runtime.store.recipient(setup.partner.thumbprint)
     assert await sup.refresh(used) is True  # another message of the old snapshot: the new one is there
+
+
+async def test_a_replaced_config_is_reloaded_and_a_pinned_old_inode_is_not(setup: Setup) -> None:
+    """A single-file bind mount keeps showing the inode it was made with; /proc/self/fd/N is the same view
+    of it here. Replacing the file (sed -i: a new file renamed over it) only unlinks that inode: nothing
+    to reload there, while a watcher of the path sees a new file and reloads it."""
+    fd = os.open(setup.config, os.O_RDONLY)
+    try:
+        by_path, pinned = setup.supervisor(), setup.supervisor(config=Path(f"/proc/self/fd/{fd}"))
+        with structlog.testing.capture_logs() as logs:
+            edited = setup.config.with_name("sendpipe.toml.new")
+            edited.write_text(setup.config.read_text() + "\n# edited\n")
+            edited.replace(setup.config)
+            await pinned.reload()
+            assert not _events(logs, "config.reloaded")
+            await by_path.reload()
+        assert len(_events(logs, "config.reloaded")) == 1
+        assert by_path.instance.runtime.config is not pinned.instance.runtime.config
+    finally:
+        os.close(fd)
 
 
 async def test_concurrent_refreshes_reload_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -74,3 +75,15 @@ def test_the_in_flight_budget_follows_the_memory_limit(monkeypatch: pytest.Monke
     monkeypatch.setattr(settings, "memory_limit_bytes", lambda: 64 << 30)
     assert InstanceSettings().in_flight_budget == 512 << 20
     assert InstanceSettings(max_in_flight_bytes=1234).in_flight_budget == 1234
+
+
+def test_default_instance_names_differ_with_the_same_hostname_and_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicas on one host network (`network_mode: host`): one hostname, each its container's pid 1."""
+    monkeypatch.delenv("SENDPIPE_HOST_INSTANCE", raising=False)
+    monkeypatch.setattr("socket.gethostname", lambda: "node7")
+    monkeypatch.setattr("os.getpid", lambda: 1)
+    names = {InstanceSettings().host_instance for _ in range(20)}
+    assert len(names) == 20
+    assert all(re.fullmatch(r"node7-1-[0-9a-f]{6}", n) for n in names), names
+    monkeypatch.setenv("SENDPIPE_HOST_INSTANCE", "sendhost-a-2")
+    assert InstanceSettings().host_instance == "sendhost-a-2"

@@ -7,6 +7,7 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from secrets import token_hex
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -112,6 +113,12 @@ class StoreSettings(BaseSettings):
     store_password: SecretStr | None = None
 
 
+def default_instance_name() -> str:
+    """``<hostname>-<pid>-<6 hex>``: hostname and pid alone repeat across replicas sharing the host's
+    network namespace (Docker ``network_mode: host``: one hostname, each instance pid 1)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{token_hex(3)}"
+
+
 class InstanceSettings(BaseSettings):
     """What this host instance is and how it runs."""
 
@@ -119,7 +126,7 @@ class InstanceSettings(BaseSettings):
 
     config: Path = Path("config/sendpipe.toml")
     host: str | None = None
-    host_instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    host_instance: str = Field(default_factory=default_instance_name)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_threads: int = Field(default=0, ge=0)  # 0: one per core

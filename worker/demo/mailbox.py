@@ -38,22 +38,38 @@ def register(actions: Any) -> None:
         "exchange with the demo config's delivery keys, so the demo's messages are delivered, not suspended. "
         + ", ".join(f"{q} <- {' '.join(keys)}" for q, keys in MAILBOXES.items()),
     )
+    box.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="keep trying to connect this long (default 60: a broker whose health check passes may not "
+        "listen yet), then fail with broker-unavailable",
+    )
     box.set_defaults(func=cmd_mailbox)
 
 
 def cmd_mailbox(args: argparse.Namespace) -> int:
     brk = settings.load(BrokerSettings)
-    asyncio.run(declare(brk.amqp_urls[0]))
+    asyncio.run(declare(brk.amqp_urls[0], wait_s=args.wait))
     for queue, keys in MAILBOXES.items():
         print(f"{queue}: bound to {DELIVERY} with {', '.join(keys)}")
     return 0
 
 
-async def declare(url: str) -> None:
-    try:
-        conn = await aio_pika.connect(url)
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
-        raise BrokerUnavailable(f"cannot connect to the broker (SENDPIPE_AMQP_URL): {type(exc).__name__}") from None
+async def declare(url: str, *, wait_s: float = 0.0) -> None:
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            conn = await aio_pika.connect(url)
+            break
+        except (OSError, aio_pika.exceptions.AMQPError) as exc:
+            # `rabbitmq-diagnostics ping` (compose's health check) passes before the AMQP listener is up.
+            if asyncio.get_running_loop().time() >= deadline:
+                raise BrokerUnavailable(
+                    f"cannot connect to the broker (SENDPIPE_AMQP_URL): {type(exc).__name__}"
+                ) from None
+            await asyncio.sleep(1.0)
     async with conn:
         channel = await conn.channel()
         exchange = await channel.declare_exchange(DELIVERY, aio_pika.ExchangeType.TOPIC, durable=True)

@@ -27,13 +27,16 @@ from worker.settings import InstanceSettings, StoreSettings
 _DAY_S = 24 * 3600.0
 
 
-def _stamp(path: Path) -> tuple[int, int, int, int] | None:
-    # ctime and mode too: a chmod (a key file made world-readable) must be noticed like an edit.
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    # The inode: a file replaced by rename (sed -i, most editors, an atomic copy) is a new one. Mode and
+    # owner: a chmod (a key file made world-readable) or chown must be noticed like an edit. Not ctime: it
+    # changes on an inode that is only unlinked, which a single-file bind mount keeps showing (the replaced
+    # file, untouched): that was reported as a reload of nothing. An edit in place changes mtime or size.
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid, st.st_gid)
 
 
 def store_fingerprint(store_dir: Path) -> tuple[object, ...]:
