@@ -185,12 +185,14 @@ def test_compression(
 
 
 @pytest.mark.parametrize("micalg_format", ["rfc5751", "legacy"])
+@pytest.mark.parametrize("legacy_media_types", [False, True], ids=["pkcs7", "x-pkcs7"])
 @pytest.mark.parametrize("signature_type", ["ClearSign", "BlobSign"])
 def test_legacy_media_types_and_micalg(
-    renv: ReceiversEnv, bc: BcReceiver, signature_type: str, micalg_format: str
+    renv: ReceiversEnv, bc: BcReceiver, signature_type: str, legacy_media_types: bool, micalg_format: str
 ) -> None:
-    result = send(renv, bc, ti.BINARY, signature_type=signature_type, enable_encryption=True, legacy_media_types=True,
-                  micalg_format=micalg_format, encryption_algorithm="AES256")  # fmt: skip
+    result = send(renv, bc, ti.BINARY, signature_type=signature_type, enable_encryption=True,
+                  legacy_media_types=legacy_media_types, micalg_format=micalg_format,
+                  encryption_algorithm="AES256")  # fmt: skip
     opened(result, ti.BINARY, ("enveloped-data", *_SIGNED_LAYER[signature_type]), renv.signers["rsa2048"].thumbprint)
 
 
