@@ -172,7 +172,7 @@ def test_verify_decrypts_with_whichever_key_matches(renv: ReceiversEnv, tmp_path
 # -- from the config: preflight and the built pipeline -------------------------------------------
 
 
-def _config(renv: ReceiversEnv, tmp_path: Path, extras: list[str]) -> Config:
+def _config(renv: ReceiversEnv, tmp_path: Path, extras: list[str], *, scheduled: bool = False) -> Config:
     text = f"""
 [group]
 name = "Contoso"
@@ -188,14 +188,21 @@ encryption_thumbprint = "{renv.recipients["rsa"].thumbprint}"
 additional_recipient_thumbprints = {extras!r}
 delivery_key = "port"
 """.replace("'", '"')
+    if scheduled:  # the partner's certificate as a schedule (SPEC "Certificate schedules")
+        partner = renv.recipients["rsa"].thumbprint
+        text = text.replace(
+            f'encryption_thumbprint = "{partner}"',
+            f'encryption_certificates = [{{ thumbprint = "{partner}", from = 2026-01-01T00:00:00Z }}]',
+        )
     path = tmp_path / "sendpipe.toml"
     path.write_text(text, encoding="utf-8")
     return load_config(path)
 
 
-def test_preflight_checks_every_additional_recipient(renv: ReceiversEnv, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheduled", [False, True], ids=["thumbprint", "schedule"])
+def test_preflight_checks_every_additional_recipient(renv: ReceiversEnv, tmp_path: Path, scheduled: bool) -> None:
     missing = "AB" * 20
-    config = _config(renv, tmp_path, [renv.recipients["p256"].thumbprint, missing])
+    config = _config(renv, tmp_path, [renv.recipients["p256"].thumbprint, missing], scheduled=scheduled)
     rows = {
         f.thumbprint: f for f in preflight(config, renv.base.store, "SendHost", warn_days=30) if f.role == "encryption"
     }
