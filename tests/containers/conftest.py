@@ -48,7 +48,8 @@ def deployment(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     project = tmp_path_factory.mktemp("compose-project")
     dep = Deployment(project)
     dep.demo.mkdir()
-    shutil.chown(dep.demo, UID, UID)
+    shutil.chown(dep.demo, UID, UID)  # as root: the README's `chown 10001:10001 demo`, then the uid from stat
+    dep.env["SENDPIPE_UID"], dep.env["SENDPIPE_GID"] = str(dep.demo.stat().st_uid), str(dep.demo.stat().st_gid)
     try:
         t0 = time.monotonic()
         dep.compose("run", "--rm", "demo-init")
