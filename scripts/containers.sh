@@ -75,7 +75,11 @@ fetch_debs() { # fetch_debs NAME SUITE PACKAGE...: download and unpack into $TOO
   local name=$1 suite=$2 work="$STATE/apt/$1/debs"
   shift 2
   mkdir -p "$work" "$TOOLS"
-  (cd "$work" && private_apt "$name" "deb $MIRROR $suite main" download "$@") || die "apt-get download $* failed"
+  if ! (cd "$work" && private_apt "$name" "deb $MIRROR $suite main" download "$@"); then
+    # Cached lists may name files the mirror has since dropped (sid, trixie move on): update once, retry.
+    rm -f "$STATE/apt/$name/.updated"
+    (cd "$work" && private_apt "$name" "deb $MIRROR $suite main" download "$@") || die "apt-get download $* failed"
+  fi
   local deb
   for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$TOOLS"; done
   rm -f "$work"/*.deb
@@ -93,10 +97,13 @@ setup_tools() {
   mkdir -p "$STATE/docker-config/cli-plugins"
   ln -sf "$TOOLS/usr/libexec/docker/cli-plugins/docker-compose" "$STATE/docker-config/cli-plugins/docker-compose"
   [ -f "$STATE/docker-config/config.json" ] || echo '{}' >"$STATE/docker-config/config.json"
-  command -v debootstrap >/dev/null || {
-    log "installing debootstrap"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-  }
+  local missing=()
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v rsync >/dev/null || missing+=(rsync)
+  if [ ${#missing[@]} -gt 0 ]; then # build tools only (no service): the stand-in roots and the build context
+    log "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 }
 
 # --- setup: stand-in base images ---------------------------------------------------------------------
