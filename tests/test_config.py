@@ -388,3 +388,25 @@ def test_additional_recipients_need_encryption(tmp_path: Path) -> None:
     text = text.replace('pipeline = "Sign"\n', f'pipeline = "Sign"\nencryption_thumbprint = "{PARTNER_TP}"\n', 1)
     err = _refused(tmp_path, text)
     assert "send_ports.Plain.additional_recipient_thumbprints: pipeline 'Sign' does not encrypt" in str(err)
+
+
+# -- the example config shipped in config/ -----------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "sendpipe.toml"
+
+
+def test_the_shipped_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert set(config.send_ports) == {"FabrikamOrders", "NorthwindInvoices", "AuditCopy"}
+    assert config.send_ports["NorthwindInvoices"].additional_recipient_thumbprints == ()
+
+
+def test_the_example_configs_commented_settings_are_valid(tmp_path: Path) -> None:
+    # The commented lines are documentation a reader uncomments: each must load as written.
+    text = EXAMPLE.read_text(encoding="utf-8")
+    uncommented = text.replace("# additional_recipient_thumbprints", "additional_recipient_thumbprints")
+    assert uncommented != text
+    edited = tmp_path / "sendpipe.toml"
+    edited.write_text(uncommented, encoding="utf-8")
+    port = load_config(edited).send_ports["NorthwindInvoices"]
+    assert port.additional_recipient_thumbprints == ("5E77102132435465768798A9BACBDCEDFE0F1E2D",)
