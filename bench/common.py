@@ -100,7 +100,7 @@ signing_thumbprint = "{signer}"
 
 [pipelines.SignAndEncrypt]
 encode = [ {{ component = "mime_smime_encoder", signature_type = "BlobSign",
-             enable_encryption = true, encryption_algorithm = "AES256" }} ]
+             enable_encryption = true, encryption_algorithm = "AES256"{extra} }} ]
 
 [pipelines.PassThrough]   # no component at all: the worker with the encoder switched off
 
@@ -117,22 +117,29 @@ delivery_key = "bench.passthrough"
 """
 
 
-def write_deployment(root: Path, pki: Pki, signer: str = "rsa2048") -> Path:
-    """A store for ACCOUNT holding ``signer`` and the partner, and a config; returns the config path."""
+def write_deployment(root: Path, pki: Pki, signer: str = "rsa2048", options: dict[str, str] | None = None) -> Path:
+    """A store for ACCOUNT holding ``signer`` and the partner, and a config; returns the config path.
+
+    ``options``: encoder properties of port Bench overriding the defaults (``encryption_algorithm = AES256``),
+    e.g. ``{"key_encryption_algorithm": "RSA-OAEP"}``."""
+    props = dict(options or {})
+    cipher = props.pop("encryption_algorithm", None)
     store = root / "stores" / ACCOUNT
     pki.signers[signer].write(store / "personal" / "group-signing.pem")
     (store / "other-people").mkdir(parents=True, exist_ok=True)
     (store / "other-people" / "partner.cer").write_bytes(pki.partner.cert.public_bytes(serialization.Encoding.DER))
     config = root / "sendpipe.toml"
-    config.write_text(
-        CONFIG.format(
-            signer=pki.signers[signer].thumbprint,
-            partner=pki.partner.thumbprint,
-            port=PORT,
-            off_port=OFF_PORT,
-            host=HOST,
-        )
+    text = CONFIG.format(
+        extra="".join(f', {k} = "{v}"' for k, v in props.items()),
+        signer=pki.signers[signer].thumbprint,
+        partner=pki.partner.thumbprint,
+        port=PORT,
+        off_port=OFF_PORT,
+        host=HOST,
     )
+    if cipher is not None:
+        text = text.replace('encryption_algorithm = "AES256"', f'encryption_algorithm = "{cipher}"')
+    config.write_text(text)
     return config
 
 

@@ -25,25 +25,69 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from bench.common import ACCOUNT, HOST
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672"
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
 SENT = "bench-sent-ns"  # header: the producer's monotonic clock at publish; headers pass through to delivery
+_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+@dataclass(frozen=True)
+class Node:
+    """A RabbitMQ node the benches run on: its AMQP port and its rabbitmqctl (tests/brokers.py has the same two)."""
+
+    name: str
+    port: int
+    ctl_argv: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run([*self.ctl_argv, "-q", *args], check=True, capture_output=True, timeout=120)
+
+    def beam(self) -> int | None:
+        """The node's beam.smp: the process listening on its AMQP port (not any other node's)."""
+        return listener_pid(self.port)
+
+
+NODES = {
+    "3.10": Node("RabbitMQ 3.10 (the machine's, 5672)", 5672, ("rabbitmqctl",)),
+    "4.3": Node("RabbitMQ 4.3 (the project's, 5682)", 5682, (str(_SCRIPTS / "rabbitmq4.sh"), "ctl")),
+}
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid holding the TCP socket listening on 127.0.0.1/0.0.0.0/:: ``port`` (from /proc/net/tcp*)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(cols[9])
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in wanted:
+                        return int(entry.name)
+    return None
 
 
 @contextlib.contextmanager
-def vhost() -> Iterator[str]:
+def vhost(node: Node | None = None) -> Iterator[str]:
     """A fresh vhost (SPEC's names are fixed, so isolation is per vhost), deleted afterwards."""
+    node = node or NODES["3.10"]
     name = f"sendpipe-bench-{uuid.uuid4().hex[:10]}"
-    _ctl("add_vhost", name)
+    node.ctl("add_vhost", name)
     try:
-        _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"{BROKER}/{name}"
+        node.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"{node.url}/{name}"
     finally:
-        _ctl("delete_vhost", name)
+        node.ctl("delete_vhost", name)
 
 
 @dataclass
@@ -105,7 +149,12 @@ class Rig:
     root: Path
     config: Path
     url: str
+    node: Node | None = None  # None: the machine's 3.10
     workers: list[Worker] = field(default_factory=list)
+
+    def beam(self) -> int | None:
+        """The broker's beam.smp (the node this rig's vhost is on)."""
+        return (self.node or NODES["3.10"]).beam()
 
     def worker(self, **extra: str) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SENDPIPE_")}
