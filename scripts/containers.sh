@@ -142,7 +142,7 @@ rabbitmq_root() {
     debootstrap --variant=minbase sid "$root" "$MIRROR" >"$ROOTS/rabbitmq-debootstrap.log" 2>&1 ||
       die "debootstrap (rabbitmq) failed: $ROOTS/rabbitmq-debootstrap.log"
     printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 755 "$root/usr/sbin/policy-rc.d"
-    chroot "$root" apt-get -qq update
+    chroot "$root" apt-get -qq -o Acquire::Check-Valid-Until=false update
     chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       rabbitmq-server >"$ROOTS/rabbitmq-apt.log" 2>&1 || die "apt-get install rabbitmq-server failed"
     chroot "$root" apt-get -qq clean

@@ -52,7 +52,7 @@ def deployment(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     dep.env["SENDPIPE_UID"], dep.env["SENDPIPE_GID"] = str(dep.demo.stat().st_uid), str(dep.demo.stat().st_gid)
     try:
         t0 = time.monotonic()
-        dep.compose("run", "--rm", "demo-init")
+        dep.init_output = dep.compose("run", "--rm", "demo-init").stdout
         timed("demo-init", t0)
         t1 = time.monotonic()
         dep.compose("up", "-d")

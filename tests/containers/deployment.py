@@ -73,6 +73,7 @@ class Deployment:
     def __init__(self, project: Path) -> None:
         self.project = project
         self.demo = project / "demo"
+        self.init_output = ""  # what demo-init printed the first time
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SENDPIPE_", "DOCKER_"))}
         self.env = {**base, **client_env(), **{k: str(v) for k, v in PORTS.items()},
                     "SENDPIPE_UID": str(UID), "SENDPIPE_GID": str(UID)}  # fmt: skip
