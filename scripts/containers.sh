@@ -45,6 +45,8 @@ timed() { # timed LABEL CMD...: run, then print how long it took
   log "$label: $((SECONDS - t0)) s"
 }
 
+# Clients use Debian's docker 20.10 CLI from $TOOLS (first on PATH); a newer CLI also works (v28 negotiates
+# API 1.41 with this engine), as does Compose v2 2.26 (the CLI plugin of DOCKER_CONFIG).
 client_env() {
   export DOCKER_HOST="unix://$SOCK"
   export DOCKER_CONFIG="$STATE/docker-config"
