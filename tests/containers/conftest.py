@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from containers.deployment import TIMINGS, UID, WORKERS, Deployment, script, timed
+from containers.deployment import TIMINGS, UID, WORKERS, Deployment, ports_free, script, timed
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +45,7 @@ def _report(config: pytest.Config) -> None:
 @pytest.fixture(scope="module")
 def deployment(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The README's container steps as root: ./demo made by you and given to a non-root uid, demo-init, up."""
+    ports_free()
     project = tmp_path_factory.mktemp("compose-project")
     dep = Deployment(project)
     dep.demo.mkdir()

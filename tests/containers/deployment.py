@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,16 @@ TIMINGS: dict[str, float] = {}  # printed at the end of the session (tests/conta
 
 def timed(label: str, t0: float) -> None:
     TIMINGS[label] = time.monotonic() - t0
+
+
+def ports_free() -> None:
+    """Every port the deployment binds is free on 127.0.0.1 (else fail naming it, before anything starts)."""
+    for name, port in PORTS.items():
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise AssertionError(f"port {port} ({name}, tests/containers/deployment.py) is taken: {exc}") from None
 
 
 def script(*args: str, timeout_s: float = 600) -> None:
