@@ -190,7 +190,7 @@ async def test_refresh_before_suspending_reloads_only_when_the_files_changed(set
 async def test_a_replaced_config_is_reloaded_and_a_pinned_old_inode_is_not(setup: Setup) -> None:
     """A single-file bind mount keeps showing the inode it was made with; /proc/self/fd/N is the same view
     of it here. Replacing the file (sed -i: a new file renamed over it) only unlinks that inode: nothing
-    to reload there, while a watcher of the path sees a new file and reloads it."""
+    to reload there (a warning says so, once), while a watcher of the path sees a new file and reloads it."""
     fd = os.open(setup.config, os.O_RDONLY)
     try:
         by_path, pinned = setup.supervisor(), setup.supervisor(config=Path(f"/proc/self/fd/{fd}"))
@@ -200,6 +200,10 @@ async def test_a_replaced_config_is_reloaded_and_a_pinned_old_inode_is_not(setup
             edited.replace(setup.config)
             await pinned.reload()
             assert not _events(logs, "config.reloaded")
+            (detached,) = _events(logs, "config.detached")  # told once that its edits will never arrive
+            assert detached["log_level"] == "warning" and "mount its folder" in detached["hint"]
+            await pinned.reload()
+            assert len(_events(logs, "config.detached")) == 1
             await by_path.reload()
         assert len(_events(logs, "config.reloaded")) == 1
         assert by_path.instance.runtime.config is not pinned.instance.runtime.config

@@ -73,6 +73,7 @@ class Supervisor:
         self.after_reload = after_reload
         self.clock = clock
         self._config_seen = _stamp(inst.config)
+        self._detached_warned = False
         self._store_seen = store_fingerprint(instance.runtime.store.path)
         self._lock = asyncio.Lock()
         self._retry = (False, False)  # (config, store) of a refused candidate
@@ -145,7 +146,23 @@ class Supervisor:
             await self._reload()
             return self.instance.runtime is not used
 
+    def _warn_if_detached(self) -> None:
+        """Once: the config file seen here has no name left (replaced or removed outside, e.g. on the host of a
+        single-file bind mount, which keeps showing the old inode): its edits will never arrive."""
+        try:
+            detached = self.inst.config.stat().st_nlink == 0
+        except OSError:
+            return
+        if detached and not self._detached_warned:
+            self.log.warning(
+                "config.detached",
+                config=str(self.inst.config),
+                hint="the file was replaced outside; a single-file bind mount keeps the old one: mount its folder",
+            )
+        self._detached_warned = detached
+
     async def _reload(self) -> None:
+        self._warn_if_detached()
         config_now = _stamp(self.inst.config)
         store_now = store_fingerprint(self.instance.runtime.store.path)
         config_changed, store_changed = config_now != self._config_seen, store_now != self._store_seen
