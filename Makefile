@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock services lint test run bench-pipeline bench-e2e
+.PHONY: install lock services lint test run bench-pipeline bench-e2e bench-cpu bench-memory
 
 # Reproducible: exactly the locked versions, each file checked against its hash (requirements/lock-dev.txt:
 # runtime + dev + the build backend), then sendpipe itself, editable, without dependencies. A changed lock
@@ -51,3 +51,9 @@ bench-pipeline: install
 
 bench-e2e: install services
 	$(BIN)/python -m bench.e2e $(ARGS)
+
+bench-cpu: install services
+	$(BIN)/python -m bench.cpu $(ARGS)
+
+bench-memory: install services
+	$(BIN)/python -m bench.memory $(ARGS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import shutil
 import subprocess
@@ -136,6 +137,20 @@ async def steps(url: str, root: Path, pki: Pki) -> list[list[str]]:
     return rows
 
 
+def steps_in_child(url: str, env: dict[str, str]) -> list[list[str]]:
+    """``steps`` in a fresh process (with ``env``: the patched aiormq first on its path), rows as JSON."""
+    argv = [sys.executable, "-m", "bench.memory", "--steps-url", url]
+    done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=True)
+    rows: list[list[str]] = json.loads(done.stdout.splitlines()[-1])
+    return rows
+
+
+async def steps_here(url: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="sendpipe-memory-steps-") as tmp:
+        rows = await steps(url, Path(tmp), Pki.make())
+    sys.stdout.write(json.dumps(rows) + "\n")
+
+
 async def run(args: argparse.Namespace, root: Path) -> None:
     pki = Pki.make()
     config = write_deployment(root, pki, "rsa2048")
@@ -149,8 +164,11 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             rig.worker()
             await client.wait_consumers(1)
             rig.close()
-            rows = await steps(url, root, pki)
-            table("one 16 MiB message in this process (tracemalloc, x payload)", ["step", "held", "peak"], rows)
+            plain = steps_in_child(url, {})
+            patched = steps_in_child(url, {"PYTHONPATH": str(site)})
+            rows = [[a[0], a[1], a[2], b[1], b[2]] for a, b in zip(plain, patched, strict=True)]
+            head = ["step", "held", "peak", "held, patched", "peak, patched"]
+            table("one 16 MiB message through worker.broker's Session (tracemalloc, x payload)", head, rows)
             results = []
             for label, env, port in (
                 ("aiormq as installed", {}, PORT),
@@ -172,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 messages per worker instead of 4")
     parser.add_argument("--broker", choices=list(NODES), default="3.10")
+    parser.add_argument("--steps-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps_url:
+        asyncio.run(steps_here(args.steps_url))
+        return 0
     say(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="sendpipe-memory-") as tmp:
         asyncio.run(run(args, Path(tmp)))

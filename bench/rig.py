@@ -1,6 +1,6 @@
 """The e2e bench's equipment: a vhost of its own, real `sendpipe run` processes, a producer and a partner.
 
-Benches may use aio-pika directly (the worker's code keeps it to worker/broker.py): the producer
+Benches may use aio-pika directly (the worker's code keeps it to worker/broker/): the producer
 pre-fills or paces ``sendpipe.outbound``, the partner consumes everything on ``sendpipe.delivery``.
 """
 
@@ -43,7 +43,14 @@ class Node:
         return f"amqp://guest:guest@127.0.0.1:{self.port}"
 
     def ctl(self, *args: str) -> None:
-        subprocess.run([*self.ctl_argv, "-q", *args], check=True, capture_output=True, timeout=120)
+        """rabbitmqctl ARGS; tried again after 10 s once (a test run may be restarting the 4.3 node)."""
+        for attempt in (1, 2):
+            done = subprocess.run([*self.ctl_argv, "-q", *args], capture_output=True, timeout=120, check=False)
+            if done.returncode == 0:
+                return
+            if attempt == 1:
+                time.sleep(10)
+        raise RuntimeError(f"{self.name}: rabbitmqctl {' '.join(args)}: {done.stderr.decode(errors='replace')[-500:]}")
 
     def beam(self) -> int | None:
         """The node's beam.smp: the process listening on its AMQP port (not any other node's)."""
