@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher
 
 from worker.smime import mime
 from worker.smime.body import EAGER, Body
-from worker.smime.der import hdr, integer, oid, tlv
+from worker.smime.der import content_info_start, hdr, integer, oid, tlv
 from worker.smime.identifiers import DATA, V0
 from worker.smime.recipients import Recipient, recipient_infos
 
@@ -56,15 +56,7 @@ def auth_enveloped_data(recipients: Sequence[Recipient], bits: int, plain: Body,
     content_info = DATA + tlv(0x30, _AES_GCM[bits], gcm_parameters(nonce)) + hdr(0x80, plain.length)
     fields = V0 + infos + hdr(0x30, len(content_info) + plain.length) + content_info
     size = len(fields) + plain.length + len(mac)
-    sequence = hdr(0x30, size)
-    explicit = hdr(0xA0, len(sequence) + size)
-    start = (
-        hdr(0x30, len(_AUTH_ENVELOPED_DATA) + len(explicit) + len(sequence) + size)
-        + _AUTH_ENVELOPED_DATA
-        + explicit
-        + sequence
-        + fields
-    )
+    start = content_info_start(_AUTH_ENVELOPED_DATA, size) + fields
 
     def tag_of(encryptor: AEADEncryptionContext) -> bytes:
         return tlv(0x04, encryptor.tag)

@@ -1,4 +1,4 @@
-"""The few DER encodings (ITU-T X.690) the CMS writer needs: tag-length-value, OIDs, integers."""
+"""The few DER encodings (ITU-T X.690) the CMS writer needs: tag-length-value, OIDs, integers, ContentInfo."""
 
 from __future__ import annotations
 
@@ -34,3 +34,17 @@ def oid(dotted: str) -> bytes:
 def integer(value: int) -> bytes:
     size = (value if value >= 0 else ~value).bit_length() // 8 + 1  # minimal two's complement
     return tlv(0x02, value.to_bytes(size, "big", signed=True))
+
+
+def content_info_start(content_type: bytes, size: int) -> bytes:
+    """The headers of a ContentInfo (RFC 5652 §3) whose content, a SEQUENCE of ``size`` bytes, follows::
+
+        ContentInfo ::= SEQUENCE {
+            contentType ContentType,
+            content [0] EXPLICIT ANY DEFINED BY contentType }
+
+    The streaming writers know every length before the content exists, so the headers go out first.
+    """
+    sequence = hdr(0x30, size)
+    explicit = hdr(0xA0, len(sequence) + size)
+    return hdr(0x30, len(content_type) + len(explicit) + len(sequence) + size) + content_type + explicit + sequence

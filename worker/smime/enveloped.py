@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from worker.smime import mime
 from worker.smime.body import EAGER, Body
-from worker.smime.der import hdr, integer, oid, tlv
+from worker.smime.der import content_info_start, hdr, integer, oid, tlv
 from worker.smime.identifiers import AES, DATA, V0, CipherSpec
 from worker.smime.recipients import Recipient, recipient_infos
 
@@ -42,15 +42,7 @@ def enveloped_data(recipients: Sequence[Recipient], cipher: CipherSpec, plain: B
     version = V0 if v0 else integer(2)
     fields = version + infos + hdr(0x30, len(content_info) + padded) + content_info
     size = len(fields) + padded
-    sequence = hdr(0x30, size)
-    explicit = hdr(0xA0, len(sequence) + size)
-    start = (
-        hdr(0x30, len(_ENVELOPED_DATA) + len(explicit) + len(sequence) + size)
-        + _ENVELOPED_DATA
-        + explicit
-        + sequence
-        + fields
-    )
+    start = content_info_start(_ENVELOPED_DATA, size) + fields
 
     pad = padded - plain.length
     if plain.data is not None and plain.length <= EAGER:

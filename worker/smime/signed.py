@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from worker.identity.keys import PrivateKey, SigningIdentity
 from worker.smime import mime
 from worker.smime.body import EAGER, Body
-from worker.smime.der import hdr, oid, tlv
+from worker.smime.der import content_info_start, hdr, oid, tlv
 from worker.smime.identifiers import (
     AES,
     DATA,
@@ -175,15 +175,7 @@ def signed_data(
             encap = hdr(0x30, size) + DATA + explicit + octets
         fields = V1 + tlv(0x31, digest.identifier) + encap
         size = len(fields) + (0 if detached else content.length) + tail_size
-        sequence = hdr(0x30, size)
-        explicit = hdr(0xA0, len(sequence) + size)
-        return (
-            hdr(0x30, len(_SIGNED_DATA) + len(explicit) + len(sequence) + size)
-            + _SIGNED_DATA
-            + explicit
-            + sequence
-            + fields
-        )
+        return content_info_start(_SIGNED_DATA, size) + fields
 
     # Hash first, then emit: when the signature size is not known in advance (ECDSA's DER varies),
     # when detached, and for small content (cheaper than sizing the SignerInfo with a dummy signature).
