@@ -32,18 +32,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STANDINS="$HERE/../tests/containers/standins"
 START_TIMEOUT_S=60
 
-log() { echo "containers: $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (dockerd, debootstrap)"; }
-timed() { # timed LABEL CMD...: run, then print how long it took
-  local label=$1 t0=$SECONDS
-  shift
-  "$@"
-  log "$label: $((SECONDS - t0)) s"
-}
+LOG_PREFIX=containers ROOT_REASON="dockerd, debootstrap"
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Clients use Debian's docker 20.10 CLI from $TOOLS (first on PATH); a newer CLI also works (v28 negotiates
 # API 1.41 with this engine), as does Compose v2 2.26 (the CLI plugin of DOCKER_CONFIG).

@@ -22,11 +22,9 @@ EPMD_PORT=4390
 BIN=/usr/lib/rabbitmq/bin
 START_TIMEOUT_S=60
 
-log() { echo "rabbitmq310-private: $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
+LOG_PREFIX=rabbitmq310-private ROOT_REASON="a node of its own"
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [ -x "$BIN/rabbitmq-server" ] || die "no $BIN/rabbitmq-server: the machine's rabbitmq-server package is missing"
 

@@ -27,13 +27,9 @@ EPMD_PORT=4380
 BASE=/var/lib/sendpipe43 # inside the chroot
 START_TIMEOUT_S=60
 
-log() { echo "rabbitmq4: $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap and chroot)"; }
+LOG_PREFIX=rabbitmq4 ROOT_REASON="debootstrap and chroot"
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- setup -----------------------------------------------------------------------------------------
 
