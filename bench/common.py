@@ -181,7 +181,7 @@ def beam_pid() -> int | None:
     return max(found)[1] if found else None
 
 
-def wal_files() -> set[str] | None:
+def wal_files(mnesia: Path = Path("/var/lib/rabbitmq/mnesia")) -> set[str] | None:
     """RabbitMQ's quorum-queue write-ahead log files (Debian's default data dir), None if not readable.
 
     When the WAL reaches ``raft.wal_max_size_bytes`` (512 MiB by default) the node rolls it over and
@@ -189,7 +189,7 @@ def wal_files() -> set[str] | None:
     ~100 ms on a 2-core machine. The latency run counts rollovers in its window to say so.
     """
     try:
-        return {p.name for p in Path("/var/lib/rabbitmq/mnesia").glob("*/quorum/*/*.wal")}
+        return {p.name for p in mnesia.glob("*/quorum/*/*.wal")}
     except OSError:
         return None
 

@@ -39,7 +39,6 @@ from bench.common import (
     status_kib,
     table,
     verdict,
-    wal_files,
     write_deployment,
 )
 from bench.pipeline import build, encoder_op, pool_rate
@@ -147,15 +146,17 @@ async def latency(
     before = [*clocks(), time.monotonic()]
     for _ in range(windows):
         client.arrivals.clear()
-        wal_before = wal_files()
+        wal_before = rig.wal_files()
         sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
         await client.wait_arrivals(sent, timeout_s=120)
-        wal_after = wal_files()
+        wal_after = rig.wal_files()
         rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
         out.append(Window(seconds, [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at], rollovers))
     after = [*clocks(), time.monotonic()]
     worker.stop()
     busy, instance, broker, bench, wall = (a - b for a, b in zip(after, before, strict=True))
+    used = f"instance {instance / wall:.2f}, broker {broker / wall:.2f}, bench {bench / wall:.2f}"
+    say(f"  paced run, cores used: {used}")
     return out, (busy - instance - broker - bench) / wall
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from bench.common import ACCOUNT, HOST
+from bench.common import ACCOUNT, HOST, wal_files
 
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
 SENT = "bench-sent-ns"  # header: the producer's monotonic clock at publish; headers pass through to delivery
@@ -37,6 +37,7 @@ class Node:
     name: str
     port: int
     ctl_argv: tuple[str, ...]
+    mnesia: Path  # the node's data directory: its quorum WAL files are under it
 
     @property
     def url(self) -> str:
@@ -58,8 +59,13 @@ class Node:
 
 
 NODES = {
-    "3.10": Node("RabbitMQ 3.10 (the machine's, 5672)", 5672, ("rabbitmqctl",)),
-    "4.3": Node("RabbitMQ 4.3 (the project's, 5682)", 5682, (str(_SCRIPTS / "rabbitmq4.sh"), "ctl")),
+    "3.10": Node("RabbitMQ 3.10 (the machine's, 5672)", 5672, ("rabbitmqctl",), Path("/var/lib/rabbitmq/mnesia")),
+    "4.3": Node(
+        "RabbitMQ 4.3 (the project's, 5682)",
+        5682,
+        (str(_SCRIPTS / "rabbitmq4.sh"), "ctl"),
+        Path("/var/lib/sendpipe/rabbitmq4-sid/var/lib/sendpipe43/mnesia"),
+    ),
 }
 
 
@@ -162,6 +168,10 @@ class Rig:
     def beam(self) -> int | None:
         """The broker's beam.smp (the node this rig's vhost is on)."""
         return (self.node or NODES["3.10"]).beam()
+
+    def wal_files(self) -> set[str] | None:
+        """The node's quorum-queue WAL files (see bench.common.wal_files), None if not readable."""
+        return wal_files((self.node or NODES["3.10"]).mnesia)
 
     def worker(self, **extra: str) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SENDPIPE_")}
