@@ -194,6 +194,20 @@ def wal_files(mnesia: Path = Path("/var/lib/rabbitmq/mnesia")) -> set[str] | Non
         return None
 
 
+def io_stall_ms() -> float | None:
+    """Milliseconds all non-idle tasks of the machine were stalled on I/O, so far (PSI ``full``), None if unknown.
+
+    Quorum queues fsync before they confirm: another user's disk traffic (a docker build) shows up here and
+    in the confirm latency, not in any CPU figure."""
+    try:
+        for line in Path("/proc/pressure/io").read_text().splitlines():
+            if line.startswith("full"):
+                return int(line.rsplit("total=", 1)[1]) / 1000
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def machine() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())

@@ -32,6 +32,7 @@ from bench.common import (
     Pki,
     busy_seconds,
     cpu_seconds,
+    io_stall_ms,
     machine,
     median,
     percentile,
@@ -118,6 +119,7 @@ class Window:
     seconds: float
     latencies: list[float]
     rollovers: int | None
+    io_stall_ms: float | None = None  # the machine's tasks all stalled on I/O during the window (PSI full)
 
 
 async def latency(
@@ -146,12 +148,14 @@ async def latency(
     before = [*clocks(), time.monotonic()]
     for _ in range(windows):
         client.arrivals.clear()
-        wal_before = rig.wal_files()
+        wal_before, io_before = rig.wal_files(), io_stall_ms()
         sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
         await client.wait_arrivals(sent, timeout_s=120)
-        wal_after = rig.wal_files()
+        wal_after, io_after = rig.wal_files(), io_stall_ms()
         rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
-        out.append(Window(seconds, [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at], rollovers))
+        stall = None if io_before is None or io_after is None else io_after - io_before
+        lat = [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at]
+        out.append(Window(seconds, lat, rollovers, stall))
     after = [*clocks(), time.monotonic()]
     worker.stop()
     busy, instance, broker, bench, wall = (a - b for a, b in zip(after, before, strict=True))
@@ -302,6 +306,8 @@ def report(
     say(f"paced run: {len(windows)} windows of {windows[0].seconds:g} s; p99 per window {per_window} ms")
     wal = ", ".join("?" if w.rollovers is None else str(w.rollovers) for w in windows)
     say(f"RabbitMQ quorum WAL rollovers per window: {wal} (each stalls confirms ~100 ms here)")
+    stalls = ", ".join("?" if w.io_stall_ms is None else f"{w.io_stall_ms:,.0f}" for w in windows)
+    say(f"machine stalled on I/O (PSI full) per window: {stalls} ms (other users' disk traffic delays fsync)")
     say(f"pass-through: 1 instance {off.rate:,.0f} msg/s, 2 instances {drains[3].rate:,.0f} msg/s")
 
 
