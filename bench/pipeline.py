@@ -6,14 +6,17 @@
 Every case is BlobSign + AES-256 enveloping to an RSA-2048 recipient, base64 body part, signed by
 RSA-2048 or EC P-256. Columns (msg/s, one thread, best round of interleaved rounds):
   floor      bare primitives over the payload: SHA-256, one sign, one RSA encrypt, AES-256-CBC
-  encoder    the send port's pipeline as a host instance runs it (worker.stages.registry.build_pipeline)
+  encoder    the send port's pipeline as a host instance runs it (worker.pipeline.catalogue.build_pipeline)
   format     what the S/MIME layout itself costs in C: floor, but SHA over the base64 body part, AES over
-             the base64 signed-data, plus binascii base64 of the three layers (no line breaks, no framing)
+             the base64 signed-data, plus pybase64 of the three layers (no line breaks, no framing)
   builders   cryptography's PKCS7 builders, DER sign then DER encrypt of the raw payload (no MIME)
   bld+mime   builders + the same MIME framing: the builders fed the base64 body part the encoder signs,
              the base64 signed-data entity it encrypts, and the same outer entity, i.e. the same message
              the encoder writes, built with what the writer replaced (the apples-to-apples comparison)
   openssl    `openssl cms -sign` then `openssl cms -encrypt` subprocesses per message (SMIME in and out)
+Then the encoder options (S/MIME 4.0 and AS2: AES-GCM, AES128-CBC, RSA-OAEP, RSASSA-PSS, compression), each the
+Bench pipeline with one property changed, against the default pipeline in the same interleaved rounds; and
+the issue-16 target-3 table (encoder / format at 64 KiB, EC encoder / floor at 1 KiB).
 """
 
 from __future__ import annotations
