@@ -296,8 +296,12 @@ def report(
     measured = f"{p99:.1f} ms (p50 {median(lat):.1f})"
     rows.append([f"p99 latency at {rate:,.0f} msg/s (half of max), 1 KiB", measured, f"{p99 / 20:.2f}", "<= 20 ms"])
     rows[-1].append(verdict(p99, 20.0, at_most=True))
-    rss_row = ["16 MiB peak RSS growth (glibc defaults; aiormq as installed)", f"{growth:.2f}x payload"]
-    rss_row += [f"{growth / RSS_TARGET:.2f}", f"<= {RSS_TARGET:g}x", verdict(growth, RSS_TARGET, at_most=True)]
+    rss_row = ["16 MiB peak RSS growth (glibc defaults; aiormq as installed)"]
+    if mem:
+        rss_row += [f"{growth:.2f}x payload", f"{growth / RSS_TARGET:.2f}", f"<= {RSS_TARGET:g}x"]
+        rss_row.append(verdict(growth, RSS_TARGET, at_most=True))
+    else:  # on 4.3 the ~41 MB entity exceeds max_message_size: measured on 3.10 (or by bench.memory)
+        rss_row += ["not run on this node (entity > max_message_size)", "-", f"<= {RSS_TARGET:g}x", "-"]
     rows.append(rss_row)
     table("targets", ["target", "measured", "ratio to bound", "required", ""], rows)
     say(f"encoder alone (in-process, fresh process, input counted): {alone:.2f}x payload")
