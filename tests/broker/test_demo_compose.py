@@ -392,4 +392,10 @@ async def test_worker_healthcheck_passes_while_it_runs(vhost: str, project: Path
         [SENDPIPE, "health", "--live"], env=svc.env, capture_output=True, text=True, timeout=30, check=False
     )
     assert live.returncode == 0, live.stdout
-    assert (svc.rootfs / "tmp/sendpipe.health").exists()  # the image's SENDPIPE_HEALTH_FILE, in the tmpfs
+    # The image's SENDPIPE_HEALTH_FILE, in the tmpfs: the first heartbeat comes one interval (max age / 3)
+    # after the supervisor starts, which may be after consumer.started and the two probes above.
+    heartbeat = svc.rootfs / "tmp/sendpipe.health"
+    deadline = time.monotonic() + 5
+    while not heartbeat.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert heartbeat.exists()
