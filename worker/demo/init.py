@@ -9,19 +9,15 @@ import os
 import secrets
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker.demo import mailbox
+from worker.demo.pki import Pair, empty_crl, leaf, root_ca
 from worker.errors import Code, SendpipeError
-from worker.identity.certs import thumbprint_of
 
 ACCOUNTS = ("svc-biztalk-a", "svc-biztalk-b")
 PARTNERS = {"fabrikam": "Fabrikam, Inc.", "northwind": "Northwind Traders"}
@@ -33,24 +29,6 @@ CONFIG_FILE = "config/sendpipe.toml"
 _LEGACY_CONFIG = "sendpipe.toml"  # demos written before 0.3 kept it at the top
 _PRIVATE = 0o600
 _PUBLIC = 0o644
-
-
-@dataclass(frozen=True)
-class _Pair:
-    cert: x509.Certificate
-    key: rsa.RSAPrivateKey
-
-    @property
-    def thumbprint(self) -> str:
-        return thumbprint_of(self.cert)
-
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
 
 
 def register(sub: Any) -> None:
@@ -141,10 +119,10 @@ def _move_legacy_config(root: Path) -> None:
 def write_demo(root: Path) -> list[tuple[Path, int]]:
     """Write the whole demo under ``root``; returns each file written with its mode."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    ca = _ca(now)
-    signer = _leaf(ca, "Contoso group signing", "signing@contoso.example", now, signing=True)
+    ca = root_ca(now)
+    signer = leaf(ca, "Contoso group signing", "signing@contoso.example", now, signing=True)
     partners = {
-        name: _leaf(ca, f"{org} AS2", f"as2@{name}.example", now, signing=False) for name, org in PARTNERS.items()
+        name: leaf(ca, f"{org} AS2", f"as2@{name}.example", now, signing=False) for name, org in PARTNERS.items()
     }
     password = secrets.token_urlsafe(24)
     out = _Writer(root)
@@ -157,7 +135,7 @@ def write_demo(root: Path) -> list[tuple[Path, int]]:
         [ca.cert],
         serialization.BestAvailableEncryption(password.encode()),
     )
-    crl = _crl(ca, now).public_bytes(serialization.Encoding.DER)
+    crl = empty_crl(ca, now).public_bytes(serialization.Encoding.DER)
     for account in ACCOUNTS:
         store = f"stores/{account}"
         out.file(f"{store}/personal/{SIGNING_FILE}", pfx, _PRIVATE)
@@ -197,86 +175,12 @@ class _Writer:
         self.written.append((path, mode))
 
 
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sendpipe demo")]
-    )
-
-
-def _usage_ext(*, sign: bool = False, encrypt: bool = False, ca: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=sign,
-        content_commitment=sign,
-        key_encipherment=encrypt,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _ca(now: dt.datetime) -> _Pair:
-    key = _key()
-    name = _name("sendpipe Demo Root CA")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=5 * 365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage_ext(ca=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return _Pair(cert, key)
-
-
-def _leaf(ca: _Pair, cn: str, email: str, now: dt.datetime, *, signing: bool) -> _Pair:
-    key = _key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2 * 365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage_ext(sign=signing, encrypt=not signing), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return _Pair(cert, key)
-
-
-def _crl(ca: _Pair, now: dt.datetime) -> x509.CertificateRevocationList:
-    return (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.cert.subject)
-        .last_update(now - dt.timedelta(minutes=5))
-        .next_update(now + dt.timedelta(days=365))
-        .sign(ca.key, hashes.SHA256())
-    )
-
-
 def _windows(thumbprint: str) -> str:
     """A thumbprint as the Windows certificate dialog shows it: lower-case byte pairs with spaces."""
     return " ".join(thumbprint[i : i + 2] for i in range(0, len(thumbprint), 2)).lower()
 
 
-def _config(signer: _Pair, partners: dict[str, _Pair]) -> str:
+def _config(signer: Pair, partners: dict[str, Pair]) -> str:
     fabrikam, northwind = partners["fabrikam"].thumbprint, partners["northwind"].thumbprint
     colons = ":".join(fabrikam[i : i + 2] for i in range(0, 40, 2))
     enc = 'component = "mime_smime_encoder"'
