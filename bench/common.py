@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import datetime as dt
 import os
 import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,3 +261,14 @@ def table(title: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> Non
 def say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+BenchRun = Callable[[argparse.Namespace, Path], Coroutine[object, object, None]]
+
+
+def run_bench(prefix: str, run: BenchRun, args: argparse.Namespace) -> int:
+    """A bench's whole run: the machine line first, then ``run`` in a throw-away directory removed after."""
+    say(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        asyncio.run(run(args, Path(tmp)))
+    return 0

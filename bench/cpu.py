@@ -25,7 +25,6 @@ import os
 import signal
 import statistics
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from bench.common import (
     Pki,
     busy_seconds,
     cpu_seconds,
-    machine,
+    run_bench,
     say,
     table,
     verdict,
@@ -385,10 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment")
     args = parser.parse_args(argv)
     args.rounds, args.count, args.paced_s = (1, 600, 3.0) if args.quick else (3, 2000, 5.0)
-    say(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="sendpipe-cpu-") as tmp:
-        asyncio.run(run(args, Path(tmp)))
-    return 0
+    return run_bench("sendpipe-cpu-", run, args)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ from bench.common import (
     busy_seconds,
     cpu_seconds,
     io_stall_ms,
-    machine,
     median,
     percentile,
+    run_bench,
     say,
     status_kib,
     table,
@@ -330,10 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe_encoder:
         probe_encoder(args.probe_encoder)
         return 0
-    say(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="sendpipe-e2e-") as tmp:
-        asyncio.run(run(args, Path(tmp)))
-    return 0
+    return run_bench("sendpipe-e2e-", run, args)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from bench.common import (
     OFF_PORT,
     PORT,
     Pki,
-    machine,
+    run_bench,
     say,
     status_kib,
     table,
@@ -195,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps_url:
         asyncio.run(steps_here(args.steps_url))
         return 0
-    say(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="sendpipe-memory-") as tmp:
-        asyncio.run(run(args, Path(tmp)))
-    return 0
+    return run_bench("sendpipe-memory-", run, args)
 
 
 if __name__ == "__main__":
