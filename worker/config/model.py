@@ -1,23 +1,16 @@
-"""The TOML config (group, pipelines, send ports) loaded into immutable, validated models at start-up."""
+"""The TOML config (group, pipelines, send ports) as immutable, validated models (read by ``config.load``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
-if sys.version_info >= (3, 15):
-    import tomllib
-else:  # TOML 1.1 (multi-line inline tables, as in SPEC's example) before Python 3.15
-    import tomli as tomllib
-
-from worker.errors import SUSPENSION_CODES, AlgorithmNotSupported, Code, ConfigError, SendpipeError
+from worker.errors import SUSPENSION_CODES, Code, SendpipeError
 from worker.identity.certs import normalize_thumbprint
 
 # BizTalk's send pipeline stages, in the order they run (the TOML keys of a pipeline).
@@ -138,7 +131,7 @@ class Component(_Frozen):
             errors = exc.errors(include_url=False)
             legacy = any(e["type"] == "algorithm_not_supported" for e in errors)
             names = ", ".join(kind.properties.model_fields)
-            text = "; ".join(f"{_location(e['loc'])}: {_allowed(e, names)}" for e in errors)
+            text = "; ".join(f"{field_path(e['loc'])}: {_allowed(e, names)}" for e in errors)
             raise PydanticCustomError("algorithm_not_supported" if legacy else "component_invalid", text) from None
 
 
@@ -268,35 +261,6 @@ class Config(_Frozen):
         return {port.host for port in self.send_ports.values()}
 
 
-def load_config(path: Path, catalogue: Catalogue) -> Config:
-    """Read and validate the config file against a component catalogue (worker.pipeline.catalogue's
-    ``load_config`` passes its own); every error names the file, the field path and what is allowed."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (set SENDPIPE_CONFIG)", code=Code.CONFIG_NOT_FOUND) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config ({type(exc).__name__})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return Config.model_validate(raw, context={"catalogue": catalogue})
-    except ValidationError as exc:
-        raise _config_error(path, exc) from None
-
-
-def _config_error(path: Path, exc: ValidationError) -> ConfigError:
-    lines = []
-    legacy = False
-    for err in exc.errors(include_url=False):
-        legacy = legacy or err["type"] == "algorithm_not_supported"
-        where = _location(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{path}: {where}: {msg}" if where else f"{path}: {msg}")
-    kind = AlgorithmNotSupported if legacy else ConfigError
-    return kind("\n".join(lines))
-
-
 def _allowed(err: Any, names: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown property; allowed: {names}"
@@ -304,7 +268,7 @@ def _allowed(err: Any, names: str) -> str:
     return msg
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
     # pydantic's loc for nested components looks like ('pipelines', 'P', 'encode', 0, 'properties', 'x');
     # show it as the TOML author wrote it: pipelines.P.encode[0].x
     out = ""

@@ -8,7 +8,7 @@ from typing import cast
 
 from pydantic import BaseModel
 
-from worker.config import model
+from worker.config import load
 from worker.config.model import STAGES, Config
 from worker.identity.store import CertificateStore
 from worker.pipeline.encoder import EncoderProperties, MimeSmimeEncoder
@@ -33,7 +33,7 @@ CATALOGUE: dict[str, ComponentType] = {
 
 def load_config(path: Path) -> Config:
     """The config file, its components validated against this catalogue."""
-    return model.load_config(path, CATALOGUE)
+    return load.load_config(path, CATALOGUE)
 
 
 def build_pipeline(config: Config, port_name: str, store: CertificateStore, now: dt.datetime | None = None) -> Pipeline:
