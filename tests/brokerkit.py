@@ -142,6 +142,8 @@ class Worker:
             return []
         out = []
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        # Complete lines only: the worker may be half-way through writing the last one (read next time).
+        text = text[: text.rfind("\n") + 1]
         for number, line in enumerate(text.splitlines()):
             if not line.strip():
                 continue
