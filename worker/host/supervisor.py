@@ -50,8 +50,6 @@ def store_fingerprint(store_dir: Path) -> tuple[object, ...]:
 
 
 AfterReload = Callable[[Runtime, Runtime], Awaitable[None]]
-# A certificate error looks at the store again at most this often (a burst of failing messages stats it once).
-REFRESH_MIN_INTERVAL_S = 0.5
 
 
 class Supervisor:
@@ -77,7 +75,6 @@ class Supervisor:
         self._store_seen = store_fingerprint(instance.runtime.store.path)
         self._lock = asyncio.Lock()
         self._retry = (False, False)  # (config, store) of a refused candidate
-        self._last_refresh = -REFRESH_MIN_INTERVAL_S
         self._background: set[asyncio.Task[None]] = set()
         instance.refresh = self.refresh
 
@@ -139,10 +136,8 @@ class Supervisor:
         async with self._lock:
             if self.instance.runtime is not used:
                 return True  # another message's refresh, or the timer, already reloaded
-            now = time.monotonic()
-            if now - self._last_refresh < REFRESH_MIN_INTERVAL_S:
-                return False
-            self._last_refresh = now
+            # Every time, not rate-limited: it is a stat of the store's files (a reload only when they
+            # changed), and a limit made a message resumed right after the fix fail again on the old files.
             await self._reload()
             return self.instance.runtime is not used
 
