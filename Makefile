@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 
 # Reproducible: exactly the locked versions, each file checked against its hash (requirements/lock-dev.txt:
 # runtime + dev + the build backend), then sendpipe itself, editable, without dependencies. A changed lock
-# (or pyproject.toml) reinstalls. `make lock` refreshes the locks after a dependency change in pyproject.toml
+# (or pyproject.toml, or the C line-cutter worker/smime/_crlf.c) reinstalls. `make lock` refreshes the locks after a dependency change in pyproject.toml
 # (keeping the other pins); `make lock ARGS=--upgrade` moves every pin to the newest release.
 LOCKS := requirements/lock.txt requirements/lock-dev.txt
 UV_VERSION := 0.13.8
 
-$(BIN)/.installed: pyproject.toml $(LOCKS)
+$(BIN)/.installed: pyproject.toml $(LOCKS) worker/smime/_crlf.c
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements/lock-dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .

@@ -22,6 +22,7 @@ set -euo pipefail
 STATE="${SENDPIPE_CONTAINERS_STATE:-/var/lib/sendpipe/containers}"
 TOOLS="$STATE/tools"
 ROOTS="$STATE/roots"
+PY_STANDIN=2 # the python stand-in's version: a cached root or image of another version is rebuilt
 DATA_ROOT="$STATE/docker"
 EXEC_ROOT=/run/sendpipe-docker
 PIDFILE=/run/sendpipe-docker.pid
@@ -102,12 +103,13 @@ setup_tools() {
 # --- setup: stand-in base images ---------------------------------------------------------------------
 
 python_root() {
-  local root="$ROOTS/python-3.11" marker="$ROOTS/python-3.11.ready"
+  local root="$ROOTS/python-3.11" marker="$ROOTS/python-3.11.$PY_STANDIN.ready"
   [ -f "$marker" ] && return 0
   rm -rf --one-file-system "$root"
   mkdir -p "$ROOTS"
   log "debootstrap Debian 12 minbase + python3 into $root"
-  debootstrap --variant=minbase --include=python3,python3-venv bookworm "$root" "$MIRROR" \
+  # python3-dev: the official image has Python's headers (the Dockerfile compiles worker/smime/_crlf.c).
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-dev bookworm "$root" "$MIRROR" \
     >"$ROOTS/python-debootstrap.log" 2>&1 || {
     tail -n 20 "$ROOTS/python-debootstrap.log" >&2
     die "debootstrap (python) failed"
@@ -164,10 +166,11 @@ import_root() { # import_root ROOT TAG CHANGES...
 }
 
 setup_images() {
-  if ! have_image python:3.11-slim; then
+  if [ "$(docker image inspect -f '{{index .Config.Labels "sendpipe.standin"}}' python:3.11-slim 2>/dev/null)" != "$PY_STANDIN" ]; then
     timed "python root" python_root
     timed "import python:3.11-slim" import_root "$ROOTS/python-3.11" python:3.11-slim \
-      'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' 'ENV LANG=C.UTF-8' 'CMD ["python3"]'
+      'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' 'ENV LANG=C.UTF-8' 'CMD ["python3"]' \
+      "LABEL sendpipe.standin=$PY_STANDIN"
   fi
   if ! have_image rabbitmq:4-management; then
     if ! have_image sendpipe-standin/rabbitmq-root:4; then

@@ -11,20 +11,19 @@ import functools
 import io
 import re
 import secrets
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 import pybase64
 
 from worker.errors import Code, MessageError
+from worker.smime._crlf import crlf_lines
 
 CRLF = b"\r\n"
 _B64_LINE = 76  # RFC 2045 §6.8: encoded lines of at most 76 characters
 _LINE_IN = 57  # input bytes of one full line
 _BLOCK_LINES = 1024  # lines encoded per step: ~57 KiB in, ~78 KiB out, cache-sized
 _BLOCK = _LINE_IN * _BLOCK_LINES
-_LAST = (b"",)  # joined after the last line: every line ends with CRLF
 _SMALL = 256 * 1024  # below this a plain join is cheaper than a preallocated buffer
 STREAM_ABOVE = _BLOCK  # smaller bodies are encoded in one call rather than streamed
 # RFC 2045 §5.1 token / tspecials, loosely: type/subtype plus parameters, printable ASCII only.
@@ -44,10 +43,7 @@ def b64_length(size: int) -> int:
 
 def b64_lines(data: Chunk) -> bytes:
     """Base64 in 76-character CRLF-terminated lines (RFC 2045 §6.8)."""
-    view = memoryview(data)
-    if len(view) <= _BLOCK:
-        return _lines(view)
-    return b"".join(b64_stream((view,)))
+    return _lines(memoryview(data))
 
 
 def b64_stream(chunks: Iterable[Chunk]) -> Iterator[bytes]:
@@ -75,30 +71,14 @@ def b64_stream(chunks: Iterable[Chunk]) -> Iterator[bytes]:
 
 
 def _block(data: Chunk) -> bytes:
-    # _BLOCK_LINES whole lines. Base64 is SIMD (pybase64: ~20x binascii, which made base64 half the
-    # encoder's time at 1 MiB and above); struct cuts the text into lines and packs each with its CRLF,
-    # in C: 3.3x faster per block than binascii + CRLF.join (docs/performance.md).
-    args = _CRLFS.copy()
-    args[0::2] = _splitter(_BLOCK_LINES).unpack(pybase64.b64encode(data))
-    return _PACKER.pack(*args)
+    return _lines(memoryview(data))  # _BLOCK_LINES whole lines
 
 
 def _lines(view: memoryview) -> bytes:
-    if not view:
-        return b""
-    encoded = pybase64.b64encode(view)
-    whole = len(encoded) // _B64_LINE
-    rest = encoded[whole * _B64_LINE :]
-    return CRLF.join(_splitter(whole).unpack_from(encoded) + ((rest, b"") if rest else _LAST))
-
-
-@functools.cache
-def _splitter(lines: int) -> struct.Struct:
-    return struct.Struct(f"{_B64_LINE}s" * lines)
-
-
-_PACKER = struct.Struct(f"{_B64_LINE}s2s" * _BLOCK_LINES)  # a line, its CRLF; _BLOCK_LINES times
-_CRLFS: list[bytes] = [CRLF] * (2 * _BLOCK_LINES)  # the CRLF slots; lines go into the even ones
+    # Base64 is SIMD (pybase64: ~20x binascii, which made base64 half the encoder's time at 1 MiB and
+    # above); the lines are cut in C: per line in Python (struct + join) it cost 25x the base64 itself
+    # (worker/smime/_crlf.c, docs/performance.md).
+    return crlf_lines(pybase64.b64encode(view), _B64_LINE)
 
 
 def assemble(size: int, chunks: Iterable[Chunk]) -> bytes:
