@@ -68,8 +68,11 @@ async def test_end_to_end_delivery_is_verified_by_openssl(
             "size_in",
             "size_out",
             "duration_ms",
+            "pipeline_cpu_ms",
         ):
             assert key in line, (key, line)
+        # The encoder's CPU on its thread: some, and never more than the whole handling took.
+        assert 0 < line["pipeline_cpu_ms"] <= line["duration_ms"] + 0.01, line
     log_text = worker.log_path.read_bytes()
     assert MARKER not in log_text and STORE_PASSWORD.encode() not in log_text
 

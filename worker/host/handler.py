@@ -35,6 +35,7 @@ from worker.host.budget import ByteBudget
 from worker.host.stats import Stats
 from worker.message import DEFAULT_CONTENT_TYPE, Message
 from worker.pipeline.runtime import Runtime
+from worker.pipeline.stage import Pipeline
 from worker.settings import InstanceSettings
 
 # A quorum queue dead-letters a message after this many failed deliveries (the broker's limit): we
@@ -49,6 +50,16 @@ class Outcome:
     event: str  # message.delivered / message.failed, then settled as retry_scheduled / suspended
     error: SendpipeError | None = None
     result: Message | None = None
+    pipeline_cpu_ms: float | None = None  # the stages' CPU time on the thread that ran them
+
+
+def _timed_run(pipeline: Pipeline, message: Message) -> tuple[Message, float]:
+    """The pipeline's result and its CPU milliseconds on this thread (the loop's or a pool thread's): the
+    encoder's cost in the worker itself, not preempted time, which a hot loop elsewhere does not show
+    (docs/performance.md, target 1)."""
+    started = time.thread_time()
+    result = pipeline.run(message)
+    return result, (time.thread_time() - started) * 1000
 
 
 class MessageHandling:
@@ -141,6 +152,8 @@ class MessageHandling:
             )
             if res.mic is not None:
                 fields["mic"] = res.mic  # what the partner's MDN must return (RFC 4130 §7.3.1)
+        if outcome.pipeline_cpu_ms is not None:
+            fields["pipeline_cpu_ms"] = round(outcome.pipeline_cpu_ms, 3)
         err = outcome.error
         if err is not None:
             fields.update(error_code=err.code, error=err.message[:500], failed_stage=err.stage)
@@ -189,12 +202,13 @@ class MessageHandling:
                 headers=inbound.headers,
             )
             if not pipeline.steps or len(message.body) <= self.inst.inline_max_bytes:
-                result = pipeline.run(message)  # cheaper than a hop to the pool (docs/performance.md)
+                result, cpu_ms = _timed_run(pipeline, message)  # cheaper than a hop to the pool (docs/performance.md)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._pool, pipeline.run, message)
+                loop = asyncio.get_running_loop()
+                result, cpu_ms = await loop.run_in_executor(self._pool, _timed_run, pipeline, message)
             delivery_key = runtime.config.send_ports[port].delivery_key
             await session.publish(topology.DELIVERY, routing.delivery(result, pipeline.name, delivery_key, self.me))
-            return Outcome("message.delivered", result=result)
+            return Outcome("message.delivered", result=result, pipeline_cpu_ms=cpu_ms)
         except BrokerUnavailable:
             raise  # the channel itself is gone: nothing to settle on, the broker redelivers
         except SendpipeError as exc:
