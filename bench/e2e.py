@@ -43,7 +43,7 @@ from bench.common import (
     write_deployment,
 )
 from bench.pipeline import build, encoder_op, pool_rate
-from bench.rig import NODES, Client, Rig, vhost
+from bench.rig import NODES, Client, Rig, Worker, vhost
 
 KIB = 1024
 RSS_TARGET = 6.0  # issue 16: peak RSS growth of a 16 MiB message <= 6x the payload
@@ -122,12 +122,8 @@ class Window:
     io_stall_ms: float | None = None  # the machine's tasks all stalled on I/O during the window (PSI full)
 
 
-async def latency(
-    rig: Rig, client: Client, rate: float, seconds: float, windows: int, env: dict[str, str]
-) -> tuple[list[Window], float]:
-    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, in ``windows``
-    back-to-back windows, and the machine's CPU (cores) used meanwhile by anything but the instance,
-    the broker and this bench (other users)."""
+async def warm_up(rig: Rig, client: Client, env: dict[str, str]) -> Worker:
+    """A fresh instance, attached and past its first-use costs (50 messages, all delivered)."""
     worker = rig.worker(**env)
     await client.wait_consumers(1)
     # Warm-up (first-use costs are not steady state): its burst of 50 must be delivered before the
@@ -135,27 +131,44 @@ async def latency(
     client.arrivals.clear()
     await client.publish(PORT, os.urandom(KIB), 50)
     await client.wait_arrivals(50, timeout_s=60)
+    return worker
+
+
+def freeze_heap() -> None:
+    """The bench's own heap (drain results, parsed logs) must not pause its loop mid-run: an arrival
+    stamped 12 ms late by a full collection here is the instrument's delay, not the worker's."""
+    gc.collect()
+    gc.freeze()
+
+
+async def window(rig: Rig, client: Client, rate: float, seconds: float) -> Window:
+    """One paced window at ``rate`` msg/s for ``seconds``: every delivery's publish-to-delivery time."""
+    client.arrivals.clear()
+    wal_before, io_before = rig.wal_files(), io_stall_ms()
+    sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
+    await client.wait_arrivals(sent, timeout_s=120)
+    wal_after, io_after = rig.wal_files(), io_stall_ms()
+    rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
+    stall = None if io_before is None or io_after is None else io_after - io_before
+    lat = [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at]
+    return Window(seconds, lat, rollovers, stall)
+
+
+async def latency(
+    rig: Rig, client: Client, rate: float, seconds: float, windows: int, env: dict[str, str]
+) -> tuple[list[Window], float]:
+    """Publish-to-delivery milliseconds at a steady ``rate`` through one instance, in ``windows``
+    back-to-back windows, and the machine's CPU (cores) used meanwhile by anything but the instance,
+    the broker and this bench (other users)."""
+    worker = await warm_up(rig, client, env)
     beam, me = rig.beam(), os.getpid()
 
     def clocks() -> list[float]:
         return [busy_seconds(), cpu_seconds(worker.pid), cpu_seconds(beam) if beam else 0.0, cpu_seconds(me)]
 
-    # The bench's own heap (drain results, parsed logs) must not pause its loop mid-run: an arrival
-    # stamped 12 ms late by a full collection here is the instrument's delay, not the worker's.
-    gc.collect()
-    gc.freeze()
-    out: list[Window] = []
+    freeze_heap()
     before = [*clocks(), time.monotonic()]
-    for _ in range(windows):
-        client.arrivals.clear()
-        wal_before, io_before = rig.wal_files(), io_stall_ms()
-        sent = await client.paced(PORT, os.urandom(KIB), rate, seconds)
-        await client.wait_arrivals(sent, timeout_s=120)
-        wal_after, io_after = rig.wal_files(), io_stall_ms()
-        rollovers = None if wal_before is None or wal_after is None else len(wal_after - wal_before)
-        stall = None if io_before is None or io_after is None else io_after - io_before
-        lat = [(arrived - at) / 1e6 for arrived, at, _ in client.arrivals if at]
-        out.append(Window(seconds, lat, rollovers, stall))
+    out = [await window(rig, client, rate, seconds) for _ in range(windows)]
     after = [*clocks(), time.monotonic()]
     worker.stop()
     busy, instance, broker, bench, wall = (a - b for a, b in zip(after, before, strict=True))

@@ -28,6 +28,8 @@ from bench.common import ACCOUNT, HOST, wal_files
 SENDPIPE = str(Path(sys.executable).with_name("sendpipe"))
 SENT = "bench-sent-ns"  # header: the producer's monotonic clock at publish; headers pass through to delivery
 _SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+_RMQ4_ROOT = Path("/var/lib/sendpipe/rabbitmq4-sid")  # scripts/rabbitmq4.sh's chroot (both 4.3 nodes run in it)
+TMPFS_NODE = Path(__file__).resolve().with_name("tmpfs_node.sh")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,15 @@ NODES = {
         "RabbitMQ 4.3 (the project's, 5682)",
         5682,
         (str(_SCRIPTS / "rabbitmq4.sh"), "ctl"),
-        Path("/var/lib/sendpipe/rabbitmq4-sid/var/lib/sendpipe43/mnesia"),
+        _RMQ4_ROOT / "var/lib/sendpipe43/mnesia",
+    ),
+    # Bench-only: the same 4.3 with its data on tmpfs (fsync costs nothing), up only while
+    # bench.latency runs (or after `bench/tmpfs_node.sh start`, until `... stop`).
+    "4.3-tmpfs": Node(
+        "RabbitMQ 4.3 on tmpfs (bench-only, 5702)",
+        5702,
+        (str(TMPFS_NODE), "ctl"),
+        _RMQ4_ROOT / "var/lib/sendpipe43mem/mnesia",
     ),
 }
 
@@ -247,8 +257,11 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{len(self.arrivals)} of {count} deliveries within {timeout_s}s")
+            # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation (Ctrl-C) that comes as
+            # the event is set, and the bench then waited out timeout_s with its workers gone.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+                async with asyncio.timeout(min(left, 1.0)):
+                    await self.changed.wait()
 
     async def publish(self, port: str, body: bytes, count: int, window: int = 256) -> None:
         """``count`` messages with confirms, ``window`` outstanding at a time (pipelined, not one by one)."""
