@@ -1,7 +1,7 @@
 """Issue 16 target 5 on RabbitMQ 4.3, with the disk taken out: the same paced latency run on the project's
 node (data on disk) and on a bench-only node whose data directory is a tmpfs, windows alternating.
 
-    .venv/bin/python -m bench.latency            # 2,000-message drain, 3 + 3 alternating 10 s windows (~3 min)
+    .venv/bin/python -m bench.latency            # 2,000-message drain, 3 + 3 alternating 10 s windows (~2 min)
     .venv/bin/python -m bench.latency --quick    # 300-message drain, 1 + 1 windows of 3 s (~1 min)
 
 Why: 4.3 MISSes the target (p99 publish -> delivery <= 20 ms at half the maximum rate, 1 KiB) with a
@@ -88,7 +88,7 @@ def steal_seconds() -> float:
     """CPU seconds the hypervisor has stolen from this VM so far (all vCPUs; /proc/stat's 8th field).
 
     bench.common.busy_seconds counts steal as busy; here it is apart: other VMs on the host show up as
-    steal (0.6-0.75 of the 2 vCPUs seen), which delays the broker and the worker like a busy core."""
+    steal (0.3-1.1 of the 2 vCPUs seen in a window), which delays the broker and the worker like a busy core."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
