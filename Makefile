@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock services lint test run bench-pipeline bench-e2e bench-cpu bench-memory
+.PHONY: install lock services lint test run bench-pipeline bench-e2e bench-cpu bench-memory bench-latency
 
 # Reproducible: exactly the locked versions, each file checked against its hash (requirements/lock-dev.txt:
 # runtime + dev + the build backend), then sendpipe itself, editable, without dependencies. A changed lock
@@ -57,3 +57,7 @@ bench-cpu: install services
 
 bench-memory: install services
 	$(BIN)/python -m bench.memory $(ARGS)
+
+# Target 5's cause: the project's 4.3 node against a bench-only 4.3 node on tmpfs (root: mount, chroot).
+bench-latency: install services
+	$(BIN)/python -m bench.latency $(ARGS)

@@ -163,6 +163,15 @@ def busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK  # less idle and iowait
 
 
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor has stolen from this VM so far (all vCPUs; /proc/stat's 8th field).
+
+    ``busy_seconds`` counts steal as busy: other VMs on the host show up as steal (0.1-1.1 of the 2 vCPUs
+    seen here), which delays the broker and the worker like a busy core and slows what runs after it."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return int(fields[7]) / _TICK
+
+
 def status_kib(pid: int, field: str) -> int:
     """A /proc/<pid>/status memory field (VmHWM, VmRSS) in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

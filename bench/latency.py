@@ -42,6 +42,7 @@ from bench.common import (
     percentile,
     run_bench,
     say,
+    steal_seconds,
     table,
     verdict,
     write_deployment,
@@ -82,15 +83,6 @@ def tmpfs_node() -> Iterator[None]:
     finally:
         code = shielded([str(TMPFS_NODE), "stop"], 120)
         say("tmpfs node stopped, tmpfs unmounted" if code == 0 else f"bench/tmpfs_node.sh stop: exit {code}")
-
-
-def steal_seconds() -> float:
-    """CPU seconds the hypervisor has stolen from this VM so far (all vCPUs; /proc/stat's 8th field).
-
-    bench.common.busy_seconds counts steal as busy; here it is apart: other VMs on the host show up as
-    steal (0.3-1.1 of the 2 vCPUs seen in a window), which delays the broker and the worker like a busy core."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
 
 class Sampler(threading.Thread):
