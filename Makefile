@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock services lint test run bench-pipeline bench-e2e bench-cpu bench-memory bench-latency
+.PHONY: install lock services lint test run bench-pipeline bench-e2e bench-cpu bench-memory bench-latency bench-aiormq-patch
 
 # Reproducible: exactly the locked versions, each file checked against its hash (requirements/lock-dev.txt:
 # runtime + dev + the build backend), then sendpipe itself, editable, without dependencies. A changed lock
@@ -61,3 +61,8 @@ bench-memory: install services
 # Target 5's cause: the project's 4.3 node against a bench-only 4.3 node on tmpfs (root: mount, chroot).
 bench-latency: install services
 	$(BIN)/python -m bench.latency $(ARGS)
+
+# Target 4's patch to upstream standards: aiormq 7.2.4's own suite (PyPI sdist) unpatched and patched, plus
+# the patch's tests (bench/patches/README.md); ARGS="--broker 4.3", ARGS="-k stream_publish".
+bench-aiormq-patch: install
+	$(BIN)/python -m bench.aiormq_patch $(ARGS)
