@@ -63,7 +63,7 @@ class Drain:
     worker_cores: float  # CPU seconds of all instances / wall seconds
     broker_cores: float
     bench_cores: float  # this process: the partner consuming the deliveries
-    other_cores: float  # everything else on the machine (other users)
+    other_cores: float  # everything else on the machine (other users, and the hypervisor's steal)
     durations_ms: list[float]  # each message's receipt-to-ack time inside the worker (its log line)
 
     @property
@@ -318,13 +318,13 @@ def report(
     rows.append(rss_row)
     table("targets", ["target", "measured", "ratio to bound", "required", ""], rows)
     say(f"encoder alone (in-process, fresh process, input counted): {alone:.2f}x payload")
-    say(f"other CPU during the paced run: {other:.2f} cores (not the instance, broker or bench: other users)")
+    say(f"other CPU during the paced run: {other:.2f} cores (not the instance, broker or bench: other users and steal)")
     per_window = " / ".join(f"{percentile(w.latencies, 99):.1f}" for w in windows)
     say(f"paced run: {len(windows)} windows of {windows[0].seconds:g} s; p99 per window {per_window} ms")
     wal = ", ".join("?" if w.rollovers is None else str(w.rollovers) for w in windows)
     say(f"RabbitMQ quorum WAL rollovers per window: {wal} (each stalls confirms ~100 ms here)")
     stalls = ", ".join("?" if w.io_stall_ms is None else f"{w.io_stall_ms:,.0f}" for w in windows)
-    say(f"machine stalled on I/O (PSI full) per window: {stalls} ms (other users' disk traffic delays fsync)")
+    say(f"machine stalled on I/O (PSI full) per window: {stalls} ms (the broker's fsyncs: make bench-latency)")
     say(f"pass-through: 1 instance {off.rate:,.0f} msg/s, 2 instances {drains[3].rate:,.0f} msg/s")
 
 
