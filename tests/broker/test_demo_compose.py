@@ -118,11 +118,33 @@ def test_compose_file_validates_against_the_compose_specification() -> None:
     assert not validator.is_valid(broken)
 
 
+def _stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, one list per build stage (each starts with its FROM)."""
+    stages: list[list[tuple[str, str]]] = []
+    for word, args in _dockerfile():
+        if word == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word, args))
+    return stages
+
+
 def test_dockerfile_promises() -> None:
-    assert _instr("FROM") == ["python:3.11-slim"]
+    # Two stages: the wheel (worker/smime/_crlf.c compiled, gcc there only), then the runtime image.
+    assert _instr("FROM") == ["python:3.11-slim AS wheel", "python:3.11-slim"]
+    build, runtime = _stages()
+    build_runs = [a for w, a in build if w == "RUN"]
+    assert any("apt-get install" in r and "gcc" in r for r in build_runs)
+    assert any("pip wheel --no-deps --no-build-isolation --no-index" in r for r in build_runs)
+    assert any(re.search(r"--require-hashes --only-binary :all: -r /tmp/setuptools.txt", r) for r in build_runs)
+    runtime_runs = [a for w, a in runtime if w == "RUN"]
+    assert not any("apt-get" in r or "gcc" in r for r in runtime_runs)  # no compiler in the image
+    assert ("COPY", "--from=wheel /wheels /wheels") in runtime
     assert _instr("USER")[-1] == "sendpipe"
-    assert any("useradd" in run and "sendpipe" in run for run in _instr("RUN"))
-    assert any(re.search(r"pip install .*\. && rm -rf", run) for run in _instr("RUN"))
+    assert any("useradd" in run and "sendpipe" in run for run in runtime_runs)
+    assert any(
+        re.search(r"pip install --no-deps --no-index /wheels/sendpipe-\*\.whl && rm -rf", r) for r in runtime_runs
+    )
     assert [json.loads(a) for a in _instr("ENTRYPOINT")] == [["sendpipe"]]
     assert [json.loads(a) for a in _instr("CMD")] == [["run"]]
     (health,) = _instr("HEALTHCHECK")
@@ -131,8 +153,10 @@ def test_dockerfile_promises() -> None:
     assert not DOCKERFILE.read_text().startswith("# syntax")
     args = {a.split("=", 1)[0] for a in _instr("ARG")}
     assert {"PIP_INDEX", "BUILD_CA_BUNDLE"} <= args
-    (install,) = [run for run in _instr("RUN") if "pip install" in run]
-    assert '${PIP_INDEX:+--index-url "$PIP_INDEX"}' in install and "BUILD_CA_BUNDLE" in install
+    installs = [run for run in _instr("RUN") if "pip install" in run]
+    assert len(installs) == 2  # the build stage's setuptools, the runtime's lock: both through the proxy args
+    for install in installs:
+        assert '${PIP_INDEX:+--index-url "$PIP_INDEX"}' in install and "BUILD_CA_BUNDLE" in install
     env = _image_env()
     assert env["SENDPIPE_HEALTH_FILE"] == "/tmp/sendpipe.health"
     assert env["MALLOC_ARENA_MAX"] == "2"
